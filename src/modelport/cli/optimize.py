@@ -1,0 +1,48 @@
+"""modelport optimize MODEL -o OUT: verified graph optimization."""
+
+from __future__ import annotations
+
+import argparse
+
+from modelport.cli._common import add_json, add_output, add_plan, console, emit_json, parse_csv_ints, plan_from_args
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("optimize", help="run verified optimization passes; broken passes are rolled back")
+    p.add_argument("model", help="path to an .onnx file")
+    add_output(p)
+    p.add_argument("--passes", help="comma-separated pass names (default: the standard pipeline)")
+    add_plan(p, batch_default="1,2")
+    add_json(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from modelport.ir.serde import load, save
+    from modelport.passes.manager import optimize
+
+    model = load(args.model)
+    passes = [p.strip() for p in args.passes.split(",")] if args.passes else None
+    result = optimize(model, passes, plan=plan_from_args(args), batches=parse_csv_ints(args.batch, "--batch"))
+    save(result.model, args.output, in_place=args.in_place)
+    if args.json:
+        emit_json({"output": args.output, **result.to_dict()})
+        return 0
+    table = Table(title=f"optimize {args.model} -> {args.output}")
+    for col in ("pass", "status", "nodes", "bytes", "max abs err", "tolerance", "seconds", "note"):
+        table.add_column(col)
+    for s in result.steps:
+        err = "—" if s.max_abs_error is None else f"{s.max_abs_error:.3g}"
+        table.add_row(s.name, s.status, f"{s.nodes_before}→{s.nodes_after}", f"{s.bytes_before:,}→{s.bytes_after:,}",
+                      err, s.tolerance, f"{s.seconds:.3f}", s.reason)
+    out = console()
+    out.print(table)
+    out.print(f"nodes {result.nodes_before} → {result.nodes_after}, bytes {result.bytes_before:,} → "
+              f"{result.bytes_after:,}; verified at batch {result.verified_batches}; {result.seconds:.2f} s")
+    for step in result.rolled_back:
+        console(stderr=True).print(f"[bold red]rolled back[/] {step.name}: {step.reason}")
+    return 0

@@ -1,0 +1,249 @@
+"""Reading and writing models. The only module that touches the ``onnx`` protobuf package.
+
+Everything else in modelport works on :class:`onnx_ir.Model`. Loading keeps external data lazy;
+saving writes to a temporary file next to the target and renames it, so a failed save never
+leaves a half-written model behind and never destroys what the user had.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from modelport.errors import InvalidModelError, ModelLoadError, ModelSaveError
+
+__all__ = [
+    "EXTERNAL_DATA_THRESHOLD",
+    "check_model",
+    "clone",
+    "from_bytes",
+    "load",
+    "save",
+    "source_path",
+    "to_bytes",
+    "transform_proto",
+]
+
+logger = logging.getLogger(__name__)
+
+# Above this many bytes of weights the protobuf limit (2 GiB) is near: weights go to a side file.
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+_SOURCE_KEY = "modelport.source"
+_PROTOBUF_LIMIT = (1 << 31) - 1
+
+
+def load(source: str | os.PathLike[str] | bytes) -> ir.Model:
+    """Load an ONNX model from a path or from serialized bytes.
+
+    External data stays on disk until a tensor is read. Raises :class:`ModelLoadError` for a
+    missing file, a file that is not an ONNX model, or a truncated one.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        model = from_bytes(bytes(source), what="the given bytes")
+        return model
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"model file '{path}' does not exist — check the path")
+    if path.is_dir():
+        raise ModelLoadError(
+            f"'{path}' is a directory, not an ONNX file — pass the path of the .onnx file inside it"
+        )
+    try:
+        model = ir.load(path)
+    except Exception as e:
+        raise ModelLoadError(_parse_failure(path, e)) from e
+    _check_complete(model, str(path))
+    model.meta[_SOURCE_KEY] = str(path.resolve())
+    return model
+
+
+def from_bytes(data: bytes, *, what: str = "bytes") -> ir.Model:
+    """Deserialize a model from bytes (e.g. decrypted in memory)."""
+    import onnx
+
+    try:
+        proto = onnx.load_model_from_string(data)
+        model = ir.serde.deserialize_model(proto)
+    except Exception as e:
+        raise ModelLoadError(f"{what} do not parse as an ONNX model ({e}) — is it an .onnx file?") from e
+    _check_complete(model, what)
+    return model
+
+
+def _parse_failure(path: Path, error: Exception) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        return f"model file '{path}' is empty — re-export or re-download it"
+    with path.open("rb") as f:
+        head = f.read(64)
+    if head.lstrip().startswith((b"{", b"<", b"PK", b"#", b"\x89PNG")):
+        return (
+            f"'{path}' is not an ONNX model (it starts like a text, archive or image file) — "
+            "pass the .onnx file"
+        )
+    return (
+        f"'{path}' ({size} bytes) does not parse as an ONNX model: {error} — "
+        "the file is corrupt, truncated, or not ONNX"
+    )
+
+
+def _check_complete(model: ir.Model, what: str) -> None:
+    """Detect models that parsed but are incomplete (protobuf truncated at a field boundary)."""
+    graph = model.graph
+    if len(graph.outputs) == 0:
+        raise ModelLoadError(
+            f"{what} has no graph outputs — the file is truncated or not an ONNX model"
+        )
+    for node in graph:
+        for value in node.inputs:
+            if value is None or value.producer() is not None:
+                continue
+            if value.is_graph_input() or value.is_initializer():
+                continue
+            if value.name == "" or value.graph is None:
+                # A reference to an outer-scope value from a subgraph, or an optional input.
+                continue
+            raise ModelLoadError(
+                f"{what}: node '{node.name}' ({node.op_type}) reads tensor '{value.name}', "
+                "which nothing produces — the file is truncated or corrupt; re-export it"
+            )
+    for value in graph.outputs:
+        if value.producer() is None and not (value.is_graph_input() or value.is_initializer()):
+            raise ModelLoadError(
+                f"{what}: graph output '{value.name}' is produced by no node — "
+                "the file is truncated or corrupt; re-export it"
+            )
+
+
+def source_path(model: ir.Model) -> Path | None:
+    """The file a model was loaded from, if it was loaded by :func:`load`."""
+    source = model.meta.get(_SOURCE_KEY)
+    return Path(source) if source else None
+
+
+def _weight_bytes(model: ir.Model) -> int:
+    total = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None:
+                total += tensor.nbytes
+    return total
+
+
+def save(
+    model: ir.Model,
+    path: str | os.PathLike[str],
+    *,
+    in_place: bool = False,
+    external_data: bool | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` atomically and return the path.
+
+    The model is written to a temporary file in the target folder and renamed. Weights above
+    :data:`EXTERNAL_DATA_THRESHOLD` (or always, with ``external_data=True``) go to
+    ``<name>.data`` next to the output, referenced by a relative path, so the pair can be moved
+    together. Writing over the file the model was loaded from needs ``in_place=True``.
+    """
+    target = Path(path)
+    source = source_path(model)
+    if source is not None and target.resolve() == source and not in_place:
+        raise ModelSaveError(
+            f"refusing to overwrite the input model '{target}' — choose another output path, "
+            "or pass in_place=True (--in-place on the command line)"
+        )
+    if target.is_dir():
+        raise ModelSaveError(f"output path '{target}' is a directory — give a file name ending in .onnx")
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelSaveError(f"cannot create the output folder '{parent}': {e}") from e
+    if external_data is None:
+        external_data = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_name = target.name + ".data"
+    tmpdir = Path(tempfile.mkdtemp(prefix=".modelport-", dir=parent))
+    try:
+        tmp_model = tmpdir / target.name
+        if external_data:
+            ir.save(model, tmp_model, external_data=data_name)
+        else:
+            _check_inline_size(model, target)
+            ir.save(model, tmp_model)
+        tmp_data = tmpdir / data_name
+        if tmp_data.exists():
+            os.replace(tmp_data, parent / data_name)
+        os.replace(tmp_model, target)
+    except ModelSaveError:
+        raise
+    except Exception as e:
+        raise ModelSaveError(f"writing '{target}' failed: {e}") from e
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    logger.debug("saved %s (external data: %s)", target, external_data)
+    return target
+
+
+def _check_inline_size(model: ir.Model, target: Path) -> None:
+    if _weight_bytes(model) > _PROTOBUF_LIMIT:
+        raise ModelSaveError(
+            f"'{target}' would exceed the 2 GiB protobuf limit with weights inline — "
+            "save it with external_data=True"
+        )
+
+
+def to_bytes(model: ir.Model) -> bytes:
+    """Serialize a model, with every weight inline, for engines that load from memory."""
+    if _weight_bytes(model) > _PROTOBUF_LIMIT:
+        raise InvalidModelError(
+            "the model's weights exceed 2 GiB and cannot be serialized to one buffer — "
+            "save it with external data and load the engine from the file"
+        )
+    proto = ir.serde.serialize_model(_inlined(model))
+    return bytes(proto.SerializeToString())
+
+
+def _inlined(model: ir.Model) -> ir.Model:
+    """A model whose external tensors are read into memory (a copy only if there are any)."""
+    has_external = any(
+        isinstance(v.const_value, ir.ExternalTensor)
+        for g in model.graphs()
+        for v in g.initializers.values()
+    )
+    if not has_external:
+        return model
+    copy = model.clone()
+    ir.external_data.load_to_model(copy)
+    return copy
+
+
+def clone(model: ir.Model) -> ir.Model:
+    """A deep copy that shares no mutable state with ``model`` (tensors are shared read-only)."""
+    copy = model.clone()
+    copy.meta.update(model.meta)
+    return copy
+
+
+def transform_proto(model: ir.Model, fn: Callable[[Any], Any]) -> ir.Model:
+    """Apply a function that works on ``onnx.ModelProto`` (a third-party converter) to a model."""
+    proto = ir.serde.serialize_model(_inlined(model))
+    result = fn(proto)
+    return ir.serde.deserialize_model(result if result is not None else proto)
+
+
+def check_model(model: ir.Model, *, full: bool = False) -> None:
+    """Run the ONNX checker (``full`` adds strict shape inference); raise InvalidModelError."""
+    import onnx
+
+    proto = ir.serde.serialize_model(_inlined(model))
+    try:
+        onnx.checker.check_model(proto, full_check=full)
+    except Exception as e:
+        raise InvalidModelError(f"the ONNX checker rejected the model: {e}") from e

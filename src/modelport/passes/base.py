@@ -1,0 +1,68 @@
+"""What every optimization pass is: an in-place onnx-ir pass with a name and a tolerance.
+
+The tolerance is the numeric change the pass is allowed to make; the manager verifies every
+pass against it and rolls the pass back when it is exceeded. Pure rewiring passes use
+:data:`~modelport.verify.tolerance.EXACT`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import onnx_ir as ir
+import onnx_ir.passes
+
+from modelport.verify.tolerance import EXACT, Tolerance
+
+__all__ = ["Pass", "bypass", "only_consumer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pass(onnx_ir.passes.InPlacePass):
+    """Base class of modelport's optimization passes."""
+
+    #: Registry name, e.g. "conv-bn".
+    name: ClassVar[str] = "pass"
+    #: What the pass may change numerically, relative to its input.
+    tolerance: ClassVar[Tolerance] = EXACT
+
+
+def only_consumer(value: ir.Value, consumer: ir.Node) -> str | None:
+    """Why ``value`` may NOT be folded into ``consumer`` (None when it may).
+
+    The single place where the "no other consumers, not a graph output" invariant lives.
+    """
+    if value.is_graph_output():
+        return f"'{value.name}' is a graph output"
+    others = [n for n in value.consumers() if n is not consumer]
+    if others:
+        return f"'{value.name}' is also read by {others[0].op_type} '{others[0].name}'"
+    return None
+
+
+def bypass(node: ir.Node, source: ir.Value) -> str | None:
+    """Remove ``node`` by routing readers of its first output to ``source``.
+
+    Returns a reason and changes nothing when that is not possible: a graph output fed straight
+    from a graph input or initializer (or from another graph output) must keep its node.
+    """
+    output = node.outputs[0]
+    graph = node.graph
+    if graph is None:
+        return "node is not in a graph"
+    if output.is_graph_output():
+        if source.is_graph_input() or source.is_initializer() or source.is_graph_output():
+            return f"'{output.name}' is a graph output fed directly by '{source.name}'"
+    if source.shape is None:
+        source.shape = output.shape
+    if source.type is None:
+        source.type = output.type
+    output_name = output.name
+    ir.convenience.replace_all_uses_with(output, source, replace_graph_outputs=True)
+    if source.is_graph_output():
+        source.name = output_name
+    graph.remove(node, safe=True)
+    logger.debug("removed %s '%s'", node.op_type, node.name)
+    return None

@@ -1,0 +1,141 @@
+"""ONNX Runtime runner (CPU by default; any installed execution provider on request)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx_ir as ir
+
+from modelport.errors import BackendError
+from modelport.ir.serde import to_bytes
+from modelport.ir.specs import TensorSpec
+from modelport.runners.base import Feeds, Outputs, Runner
+
+__all__ = ["GraphOptimization", "OrtRunner"]
+
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OrtRunner(Runner):
+    """Runs a model in an ``onnxruntime.InferenceSession``.
+
+    ``model`` is a path (external data is resolved next to it), serialized bytes, or an
+    ``onnx_ir.Model``. A loaded model that was not modified in memory should be passed by path.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes | ir.Model,
+        *,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        graph_optimization: GraphOptimization = "all",
+        name: str | None = None,
+    ) -> None:
+        if name is None:
+            name = Path(model).stem if isinstance(model, str | os.PathLike) else "model"
+        super().__init__(name=name)
+        self._model = model
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.graph_optimization = graph_optimization
+        self._session: Any = None
+
+    def _source(self) -> str | bytes:
+        model = self._model
+        if isinstance(model, bytes):
+            return model
+        if isinstance(model, ir.Model):
+            return to_bytes(model)
+        return str(model)
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[self.graph_optimization])
+        if self.intra_op_threads is not None:
+            options.intra_op_num_threads = self.intra_op_threads
+        if self.inter_op_threads is not None:
+            options.inter_op_num_threads = self.inter_op_threads
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise BackendError(
+                f"ONNX Runtime has no {', '.join(missing)} here (available: {', '.join(available)}) — "
+                "install the matching onnxruntime package (e.g. the 'gpu' extra) or pick another backend"
+            )
+        try:
+            self._session = ort.InferenceSession(self._source(), sess_options=options, providers=self.providers)
+        except Exception as e:
+            raise BackendError(f"ONNX Runtime could not load model '{self.name}': {e}") from e
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    def _input_specs(self) -> list[TensorSpec]:
+        return _session_specs(self._session.get_inputs())
+
+    def _output_specs(self) -> list[TensorSpec]:
+        return _session_specs(self._session.get_outputs())
+
+    def _infer(self, feeds: Feeds) -> Outputs:
+        try:
+            values = self._session.run(None, dict(feeds))
+        except Exception as e:
+            raise BackendError(f"ONNX Runtime failed running model '{self.name}': {e}") from e
+        return {spec.name: value for spec, value in zip(self.outputs, values, strict=True)}
+
+    @property
+    def session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession`` (for tight benchmark loops)."""
+        self._require_active()
+        return self._session
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "providers": self.providers,
+            "intra_op_threads": self.intra_op_threads or "default (physical cores)",
+            "inter_op_threads": self.inter_op_threads or "default",
+            "graph_optimization": self.graph_optimization,
+        }
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "object",
+}
+
+
+def _session_specs(args: list[Any]) -> list[TensorSpec]:
+    import numpy as np
+
+    specs = []
+    for arg in args:
+        dtype = _ORT_TYPES.get(arg.type)
+        if dtype is None:
+            raise BackendError(f"tensor '{arg.name}' has type {arg.type}, which modelport does not handle yet")
+        shape = None if arg.shape is None else tuple(arg.shape)
+        specs.append(TensorSpec(name=arg.name, dtype=np.dtype(dtype), shape=shape))
+    return specs
+
