@@ -55,11 +55,13 @@ def load(source: str | os.PathLike[str] | bytes) -> ir.Model:
         raise ModelLoadError(
             f"'{path}' is a directory, not an ONNX file — pass the path of the .onnx file inside it"
         )
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file '{path}' is empty — re-export or re-download it")
     try:
         model = ir.load(path)
     except Exception as e:
         raise ModelLoadError(_parse_failure(path, e)) from e
-    _check_complete(model, str(path))
+    _check_complete(model, f"model file '{path}'")
     model.meta[_SOURCE_KEY] = str(path.resolve())
     return model
 
@@ -79,8 +81,6 @@ def from_bytes(data: bytes, *, what: str = "bytes") -> ir.Model:
 
 def _parse_failure(path: Path, error: Exception) -> str:
     size = path.stat().st_size
-    if size == 0:
-        return f"model file '{path}' is empty — re-export or re-download it"
     with path.open("rb") as f:
         head = f.read(64)
     if head.lstrip().startswith((b"{", b"<", b"PK", b"#", b"\x89PNG")):

@@ -125,7 +125,7 @@ def _node_macs(node: ir.Node) -> int | None:
         return None
     w = _static(node.inputs[1].shape)
     x = _static(node.inputs[0].shape)
-    if op == "Conv" and w is not None:
+    if op in ("Conv", "ConvInteger") and w is not None:
         return math.prod(out) * math.prod(w[1:])
     if op == "ConvTranspose" and w is not None and x is not None:
         # Weight is [C_in, C_out / group, k...]: every input element feeds C_out/group * k outputs.
@@ -134,7 +134,7 @@ def _node_macs(node: ir.Node) -> int | None:
         trans_a = node.attributes.get("transA")
         k = x[0] if trans_a is not None and trans_a.value else x[-1]
         return math.prod(out) * k
-    if op == "MatMul" and x is not None:
+    if op in ("MatMul", "MatMulInteger") and x is not None:
         return math.prod(out) * x[-1]
     return None
 

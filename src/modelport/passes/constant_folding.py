@@ -52,10 +52,6 @@ def _constant_nodes(graph: ir.Graph) -> tuple[list[ir.Node], set[ir.Value]]:
             continue
         if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
             continue
-        if node.op_type == "Shape" and _static_shape(node.inputs[0]):
-            foldable.append(node)
-            known.update(node.outputs)
-            continue
         if node.inputs and all(_is_constant_input(v, known) for v in node.inputs):
             foldable.append(node)
             known.update(node.outputs)
@@ -97,15 +93,18 @@ class ConstantFoldingPass(Pass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         common.ShapeInferencePass(strict_mode=False)(model)
         graph = model.graph
+        shapes_folded = _fold_static_shapes(graph)
         foldable, known = _constant_nodes(graph)
         frontier = [
             out for node in foldable for out in node.outputs
             if out in known and not out.is_graph_output() and any(c not in foldable for c in out.consumers())
         ]
         if not frontier:
-            return ir.passes.PassResult(model, modified=False)
+            if shapes_folded:
+                common.RemoveUnusedNodesPass()(model)
+            return ir.passes.PassResult(model, modified=shapes_folded)
         values = self._evaluate(model, foldable, frontier)
-        modified = False
+        modified = shapes_folded
         for value, array in zip(frontier, values, strict=True):
             if array.nbytes > self.size_limit and array.nbytes > _cone_bytes(value, set()):
                 logger.debug("not folding '%s': %d bytes would grow the model", value.name, array.nbytes)
@@ -120,7 +119,8 @@ class ConstantFoldingPass(Pass):
         import onnxruntime as ort
 
         sub = ir.convenience.extract(model.graph, inputs=[], outputs=list(frontier))
-        sub_model = ir.Model(sub, ir_version=model.ir_version, opset_imports=dict(model.opset_imports))
+        sub.opset_imports.update(model.opset_imports)
+        sub_model = ir.Model(sub, ir_version=model.ir_version)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
@@ -130,7 +130,33 @@ class ConstantFoldingPass(Pass):
 
     @staticmethod
     def _replace(graph: ir.Graph, value: ir.Value, array: Any) -> None:
-        tensor = ir.tensor(np.asarray(array), name=f"{value.name}__folded")
-        const = ir.Value(name=tensor.name, const_value=tensor, shape=ir.Shape(np.shape(array)), type=ir.TensorType(tensor.dtype))
-        graph.register_initializer(const)
-        ir.convenience.replace_all_uses_with(value, const)
+        _replace_with_constant(graph, value, np.asarray(array))
+
+
+def _replace_with_constant(graph: ir.Graph, value: ir.Value, array: np.ndarray[Any, Any]) -> None:
+    """Point every reader of ``value`` at a new initializer holding ``array``."""
+    tensor = ir.tensor(array, name=f"{value.name}__folded")
+    const = ir.Value(name=tensor.name, const_value=tensor, shape=ir.Shape(array.shape),
+                     type=ir.TensorType(tensor.dtype))
+    graph.register_initializer(const)
+    ir.convenience.replace_all_uses_with(value, const)
+
+
+def _fold_static_shapes(graph: ir.Graph) -> bool:
+    """Replace ``Shape`` of a fully static tensor by its value (honouring start/end)."""
+    changed = False
+    for node in list(graph):
+        if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or not _static_shape(node.inputs[0]):
+            continue
+        out = node.outputs[0]
+        if out.is_graph_output():
+            continue
+        source = node.inputs[0]
+        assert source is not None and source.shape is not None
+        dims = [int(d) for d in source.shape]  # type: ignore[arg-type]
+        start = node.attributes.get("start")
+        end = node.attributes.get("end")
+        dims = dims[(int(start.value) if start else 0) : (int(end.value) if end else None)]
+        _replace_with_constant(graph, out, np.asarray(dims, dtype=np.int64))
+        changed = True
+    return changed

