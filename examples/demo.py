@@ -70,8 +70,10 @@ def main() -> int:
             out = httpclient.InferRequestedOutput(EXAMPLE_OUTPUT, binary_data=binary)
             got = client.infer(MODEL, [inp], outputs=[out]).as_numpy(EXAMPLE_OUTPUT)
             same = got is not None and np.array_equal(got, expected)
-            print(f"tritonclient.http {'binary' if binary else 'JSON  '} batch 8: top-1 {got.argmax(1).tolist() if got is not None else None} "
-                  f"{'== in-process ONNX Runtime' if same else 'DIFFERS from in-process ONNX Runtime'}")
+            kind = "binary" if binary else "JSON  "
+            top1 = got.argmax(1).tolist() if got is not None else None
+            verdict = "== in-process ONNX Runtime" if same else "DIFFERS from in-process ONNX Runtime"
+            print(f"tritonclient.http {kind} batch 8: top-1 {top1} {verdict}")
             if not same:
                 return 1
         one = images[:1]
@@ -83,8 +85,10 @@ def main() -> int:
             client.infer(MODEL, [inp])
             latencies.append((time.perf_counter() - t0) * 1e3)
         lat = np.asarray(latencies[10:])
-        print(f"served latency, batch 1, binary, 1 client: p50 {np.median(lat):.2f} ms, "
-              f"p90 {np.percentile(lat, 90):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms")
+        print(
+            f"served latency, batch 1, binary, 1 client: p50 {np.median(lat):.2f} ms, "
+            f"p90 {np.percentile(lat, 90):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

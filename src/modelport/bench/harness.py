@@ -18,7 +18,13 @@ import numpy as np
 import onnx_ir as ir
 
 from modelport.runners.base import Runner
-from modelport.verify.inputs import InputPlan, effective_batch, generate_feeds, integer_input_ranges, merge_ranges
+from modelport.verify.inputs import (
+    InputPlan,
+    effective_batch,
+    generate_feeds,
+    integer_input_ranges,
+    merge_ranges,
+)
 
 __all__ = ["CV_WARNING", "BenchResult", "bench", "bench_interleaved", "bench_runner"]
 
@@ -60,15 +66,31 @@ class BenchResult:
         return data
 
 
-def _stats(name: str, batch: int, warmup: int, latencies: np.ndarray[Any, Any], total: float, engine: dict[str, Any]) -> BenchResult:
+def _stats(
+    name: str,
+    batch: int,
+    warmup: int,
+    latencies: np.ndarray[Any, Any],
+    total: float,
+    engine: dict[str, Any],
+) -> BenchResult:
     ms = latencies * 1e3
     mean = float(ms.mean())
     std = float(ms.std())
     result = BenchResult(
-        name=name, batch=batch, iterations=len(ms), warmup=warmup, total_seconds=total,
-        min_ms=float(ms.min()), mean_ms=mean, median_ms=float(np.median(ms)),
-        p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)),
-        p99_ms=float(np.percentile(ms, 99)), max_ms=float(ms.max()), std_ms=std,
+        name=name,
+        batch=batch,
+        iterations=len(ms),
+        warmup=warmup,
+        total_seconds=total,
+        min_ms=float(ms.min()),
+        mean_ms=mean,
+        median_ms=float(np.median(ms)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p95_ms=float(np.percentile(ms, 95)),
+        p99_ms=float(np.percentile(ms, 99)),
+        max_ms=float(ms.max()),
+        std_ms=std,
         cv=std / mean if mean > 0 else 0.0,
         throughput=batch * len(ms) / float(latencies.sum()) if latencies.sum() > 0 else 0.0,
         engine=engine,

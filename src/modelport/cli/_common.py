@@ -40,11 +40,25 @@ def add_output(parser: argparse.ArgumentParser, *, required: bool = True) -> Non
 
 def add_plan(parser: argparse.ArgumentParser, *, batch_default: str = "1") -> None:
     group = parser.add_argument_group("generated inputs")
-    group.add_argument("--batch", default=batch_default, help="batch size(s), comma separated (default %(default)s)")
-    group.add_argument("--dim", action="append", default=[], metavar="LABEL=SIZE",
-                       help="size of a named dynamic dimension (repeatable); others get 32")
-    group.add_argument("--int-range", action="append", default=[], metavar="INPUT=LO:HI",
-                       help="value range [LO, HI) of an integer input (repeatable)")
+    group.add_argument(
+        "--batch",
+        default=batch_default,
+        help="batch size(s), comma separated (default %(default)s)",
+    )
+    group.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="LABEL=SIZE",
+        help="size of a named dynamic dimension (repeatable); others get 32",
+    )
+    group.add_argument(
+        "--int-range",
+        action="append",
+        default=[],
+        metavar="INPUT=LO:HI",
+        help="value range [LO, HI) of an integer input (repeatable)",
+    )
     group.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from modelport.cli._common import add_json, add_plan, console, emit_json, parse_csv_ints, plan_from_args
+from modelport.cli._common import (
+    add_json,
+    add_plan,
+    console,
+    emit_json,
+    parse_csv_ints,
+    plan_from_args,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -31,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: --iterations must be >= 1")
     if args.duration is not None and args.duration <= 0:
         raise SystemExit("error: --duration must be > 0")
-    results = bench(args.model, batches=parse_csv_ints(args.batch, "--batch"), duration=args.duration,
-                    iterations=args.iterations, warmup=args.warmup, threads=args.threads, plan=plan_from_args(args))
+    results = bench(
+        args.model,
+        batches=parse_csv_ints(args.batch, "--batch"),
+        duration=args.duration,
+        iterations=args.iterations,
+        warmup=args.warmup,
+        threads=args.threads,
+        plan=plan_from_args(args),
+    )
     if args.json:
         emit_json([r.to_dict() for r in results])
         return 0
@@ -40,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     for col in ("batch", "iters", "min", "mean", "median", "p90", "p95", "p99", "items/s", "CV"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(str(r.batch), str(r.iterations), *(f"{v:.2f}" for v in (r.min_ms, r.mean_ms, r.median_ms,
-                      r.p90_ms, r.p95_ms, r.p99_ms)), f"{r.throughput:.1f}", f"{r.cv:.1%}")
+        table.add_row(
+            str(r.batch),
+            str(r.iterations),
+            *(f"{v:.2f}" for v in (r.min_ms, r.mean_ms, r.median_ms, r.p90_ms, r.p95_ms, r.p99_ms)),
+            f"{r.throughput:.1f}",
+            f"{r.cv:.1%}",
+        )
     out = console()
     out.print(table)
     out.print("latency in ms per call; inputs generated, not counted")

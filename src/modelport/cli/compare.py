@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from modelport.cli._common import add_json, add_plan, console, emit_json, parse_csv_ints, plan_from_args
+from modelport.cli._common import (
+    add_json,
+    add_plan,
+    console,
+    emit_json,
+    parse_csv_ints,
+    plan_from_args,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -13,8 +20,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("compare", help="compare outputs of two models or two engines; exit 1 on mismatch")
     p.add_argument("model_a", help="candidate: .onnx path (or MODULE:FACTORY with --backend torch)")
     p.add_argument("model_b", nargs="?", help="reference (default: model A on the reference backend)")
-    p.add_argument("--backend", action="append", choices=["onnxruntime", "torch"],
-                   help="engine for A, then for B (default: onnxruntime)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=["onnxruntime", "torch"],
+        help="engine for A, then for B (default: onnxruntime)",
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default %(default)g)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default %(default)g)")
     p.add_argument("--fill", default="random", help="input kinds: random,ones,zeros (default %(default)s)")
@@ -33,9 +44,15 @@ def run(args: argparse.Namespace) -> int:
     bad = [f for f in fills if f not in ("random", "ones", "zeros")]
     if bad:
         raise SystemExit(f"error: --fill {','.join(bad)} unknown; choose from random, ones, zeros")
-    report = compare(args.model_a, args.model_b, backends=args.backend or ["onnxruntime"],
-                     batches=parse_csv_ints(args.batch, "--batch"), tolerance=Tolerance(args.atol, args.rtol),
-                     plan=plan_from_args(args), fills=fills)
+    report = compare(
+        args.model_a,
+        args.model_b,
+        backends=args.backend or ["onnxruntime"],
+        batches=parse_csv_ints(args.batch, "--batch"),
+        tolerance=Tolerance(args.atol, args.rtol),
+        plan=plan_from_args(args),
+        fills=fills,
+    )
     if args.json:
         emit_json(report.to_dict())
         return 0 if report.passed else 1
@@ -45,13 +62,31 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         out.print(f"[yellow]note:[/] {note}")
     table = Table(title=f"{report.candidate} vs {report.reference} ({report.tolerance})")
-    for col in ("batch", "inputs", "output", "max abs", "max rel", "mean abs", "cosine", "needs atol", "result"):
+    for col in (
+        "batch",
+        "inputs",
+        "output",
+        "max abs",
+        "max rel",
+        "mean abs",
+        "cosine",
+        "needs atol",
+        "result",
+    ):
         table.add_column(col)
     for run_ in report.runs:
         for d in run_.diffs:
-            table.add_row(str(run_.batch), run_.fill, d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}",
-                          f"{d.mean_abs:.3g}", f"{d.cosine:.6f}", f"{d.required_atol:.3g}",
-                          "[green]pass[/]" if d.passed else f"[red]FAIL[/] {d.reason}")
+            table.add_row(
+                str(run_.batch),
+                run_.fill,
+                d.name,
+                f"{d.max_abs:.3g}",
+                f"{d.max_rel:.3g}",
+                f"{d.mean_abs:.3g}",
+                f"{d.cosine:.6f}",
+                f"{d.required_atol:.3g}",
+                "[green]pass[/]" if d.passed else f"[red]FAIL[/] {d.reason}",
+            )
     out.print(table)
     out.print("[green]outputs match[/]" if report.passed else "[bold red]MISMATCH[/]")
     return 0 if report.passed else 1

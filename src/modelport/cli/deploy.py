@@ -16,7 +16,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--calib", help="calibration data: .npy, .npz or a folder of images")
     p.add_argument("--preprocess", help="preprocessing for an image folder (see 'quantize --help')")
     p.add_argument("--batch", type=int, default=8, help="batch N for compare and bench (default %(default)s)")
-    p.add_argument("--bench-seconds", type=float, default=2.0, help="seconds per benchmark pair (default %(default)s)")
+    p.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=2.0,
+        help="seconds per benchmark pair (default %(default)s)",
+    )
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--name", help="model name in the repository (default: file stem)")
     add_json(p)
@@ -33,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
     pre = parse_preprocess(args.preprocess) if args.preprocess else None
     err = console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  disable=args.json) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=args.json,
+    ) as progress:
         tasks = {s: progress.add_task(f"[dim]{s}", total=1, start=False) for s in STAGES}
         current: list[str] = []
 
@@ -45,8 +55,17 @@ def run(args: argparse.Namespace) -> int:
             progress.start_task(tasks[stage])
             progress.update(tasks[stage], description=f"{stage}: {text}")
 
-        result = deploy(args.model, args.output, calib=args.calib, preprocess=pre, batch=args.batch,
-                        bench_seconds=args.bench_seconds, threads=args.threads, name=args.name, progress=step)
+        result = deploy(
+            args.model,
+            args.output,
+            calib=args.calib,
+            preprocess=pre,
+            batch=args.batch,
+            bench_seconds=args.bench_seconds,
+            threads=args.threads,
+            name=args.name,
+            progress=step,
+        )
         progress.update(tasks[current[-1]], completed=1)
     if args.json:
         emit_json(result.to_dict())
@@ -61,9 +80,11 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"chosen: [bold]{result.chosen}[/] — {result.choice_reason}")
     worst = result.comparison.worst()
     if worst is not None:
-        out.print(f"output error vs input model: max abs {worst.max_abs:.3g}, cosine {worst.cosine:.6f}, "
-                  f"SQNR {worst.sqnr_db:.1f} dB ({result.comparison_floor}: "
-                  f"{'pass' if result.comparison_passed else 'FAIL'})")
+        out.print(
+            f"output error vs input model: max abs {worst.max_abs:.3g}, cosine {worst.cosine:.6f}, "
+            f"SQNR {worst.sqnr_db:.1f} dB ({result.comparison_floor}: "
+            f"{'pass' if result.comparison_passed else 'FAIL'})"
+        )
     out.print(f"repository: {result.repository}   report: {result.outdir / 'report.md'}")
     for warning in result.warnings:
         err.print(f"[bold yellow]warning:[/] {warning}")

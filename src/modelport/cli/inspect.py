@@ -13,7 +13,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("inspect", help="inputs/outputs, ops, weights, MACs, quantization state")
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--batch", type=int, default=1, help="batch size used for the MAC count")
-    p.add_argument("--dim", action="append", default=[], metavar="LABEL=SIZE", help="size of a named dynamic dim")
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="LABEL=SIZE",
+        help="size of a named dynamic dim",
+    )
     add_json(p)
     p.set_defaults(run=run)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from modelport.cli._common import add_json, add_output, add_plan, console, emit_json, parse_csv_ints, plan_from_args
+from modelport.cli._common import (
+    add_json,
+    add_output,
+    add_plan,
+    console,
+    emit_json,
+    parse_csv_ints,
+    plan_from_args,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -37,12 +45,22 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col)
     for s in result.steps:
         err = "—" if s.max_abs_error is None else f"{s.max_abs_error:.3g}"
-        table.add_row(s.name, s.status, f"{s.nodes_before}→{s.nodes_after}", f"{s.bytes_before:,}→{s.bytes_after:,}",
-                      err, s.tolerance, f"{s.seconds:.3f}", s.reason)
+        table.add_row(
+            s.name,
+            s.status,
+            f"{s.nodes_before}→{s.nodes_after}",
+            f"{s.bytes_before:,}→{s.bytes_after:,}",
+            err,
+            s.tolerance,
+            f"{s.seconds:.3f}",
+            s.reason,
+        )
     out = console()
     out.print(table)
-    out.print(f"nodes {result.nodes_before} → {result.nodes_after}, bytes {result.bytes_before:,} → "
-              f"{result.bytes_after:,}; verified at batch {result.verified_batches}; {result.seconds:.2f} s")
+    out.print(
+        f"nodes {result.nodes_before} → {result.nodes_after}, bytes {result.bytes_before:,} → "
+        f"{result.bytes_after:,}; verified at batch {result.verified_batches}; {result.seconds:.2f} s"
+    )
     for step in result.rolled_back:
         console(stderr=True).print(f"[bold red]rolled back[/] {step.name}: {step.reason}")
     return 0

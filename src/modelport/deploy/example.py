@@ -32,7 +32,12 @@ class _Builder:
 
     def weight(self, name: str, array: np.ndarray[Any, Any]) -> ir.Value:
         tensor = ir.tensor(array.astype(np.float32), name=name)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor)
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(ir.DataType.FLOAT),
+            const_value=tensor,
+        )
         self.initializers.append(value)
         return value
 
@@ -45,8 +50,14 @@ class _Builder:
     def conv_bn(self, x: ir.Value, cin: int, cout: int, k: int, stride: int, name: str, relu: bool) -> ir.Value:
         fan_in = cin * k * k
         w = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / fan_in)
-        y = self.op("Conv", [x, self.weight(f"{name}.weight", w)], name, kernel_shape=[k, k],
-                    strides=[stride, stride], pads=[k // 2] * 4)
+        y = self.op(
+            "Conv",
+            [x, self.weight(f"{name}.weight", w)],
+            name,
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[k // 2] * 4,
+        )
         bn = [
             self.weight(f"{name}.bn.scale", self.rng.uniform(0.5, 1.5, cout)),
             self.weight(f"{name}.bn.bias", self.rng.normal(0.0, 0.1, cout)),
@@ -59,7 +70,9 @@ class _Builder:
     def block(self, x: ir.Value, cin: int, cout: int, stride: int, name: str) -> ir.Value:
         y = self.conv_bn(x, cin, cout, 3, stride, f"{name}.conv1", relu=True)
         y = self.conv_bn(y, cout, cout, 3, 1, f"{name}.conv2", relu=False)
-        shortcut = x if stride == 1 and cin == cout else self.conv_bn(x, cin, cout, 1, stride, f"{name}.down", relu=False)
+        shortcut = (
+            x if stride == 1 and cin == cout else self.conv_bn(x, cin, cout, 1, stride, f"{name}.down", relu=False)
+        )
         y = self.op("Add", [y, shortcut], f"{name}.add")
         return self.op("Relu", [y], f"{name}.relu")
 
@@ -67,7 +80,11 @@ class _Builder:
 def example_model(*, size: int = 96, width: int = 32, classes: int = 10, seed: int = 0) -> ir.Model:
     """The example ResNet-style CNN: input ``image`` [batch, 3, size, size] -> ``logits``."""
     b = _Builder(seed)
-    image = ir.Value(name=EXAMPLE_INPUT, shape=ir.Shape(["batch", 3, size, size]), type=ir.TensorType(ir.DataType.FLOAT))
+    image = ir.Value(
+        name=EXAMPLE_INPUT,
+        shape=ir.Shape(["batch", 3, size, size]),
+        type=ir.TensorType(ir.DataType.FLOAT),
+    )
     x = b.conv_bn(image, 3, width, 3, 2, "stem", relu=True)
     channels = [width, width * 2, width * 4, width * 8]
     cin = width
@@ -85,8 +102,14 @@ def example_model(*, size: int = 96, width: int = 32, classes: int = 10, seed: i
     out.name = EXAMPLE_OUTPUT
     out.shape = ir.Shape(["batch", classes])
     out.type = ir.TensorType(ir.DataType.FLOAT)
-    graph = ir.Graph([image], [out], nodes=b.nodes, initializers=b.initializers, name="example_resnet",
-                     opset_imports={"": _OPSET})
+    graph = ir.Graph(
+        [image],
+        [out],
+        nodes=b.nodes,
+        initializers=b.initializers,
+        name="example_resnet",
+        opset_imports={"": _OPSET},
+    )
     return ir.Model(graph, ir_version=8, producer_name="modelport", producer_version="example")
 
 
@@ -99,4 +122,5 @@ def example_calibration(count: int = 32, *, size: int = 96, seed: int = 1) -> np
     images = images + rng.normal(0.0, 0.05, images.shape)
     mean = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
     std = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
-    return ((np.clip(images, 0.0, 1.0) - mean) / std).astype(np.float32)
+    normalised: np.ndarray[Any, Any] = ((np.clip(images, 0.0, 1.0) - mean) / std).astype(np.float32)
+    return normalised

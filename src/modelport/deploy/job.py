@@ -95,7 +95,10 @@ class DeployResult:
 
 
 def _calibration(
-    model: ir.Model, calib: str | os.PathLike[str] | None, preprocess: ImagePreprocess | None, builtin: bool
+    model: ir.Model,
+    calib: str | os.PathLike[str] | None,
+    preprocess: ImagePreprocess | None,
+    builtin: bool,
 ) -> tuple[list[Feeds], str]:
     from modelport.deploy.example import EXAMPLE_INPUT, example_calibration
     from modelport.ir.specs import specs_of
@@ -109,7 +112,10 @@ def _calibration(
         return [{EXAMPLE_INPUT: x[None]} for x in images], f"{len(images)} built-in example images"
     plan = InputPlan(int_ranges=integer_input_ranges(model))
     samples = [generate_feeds(specs, InputPlan(seed=i, int_ranges=plan.int_ranges)) for i in range(16)]
-    return samples, "16 GENERATED samples (no --calib given): INT8 ranges and errors are not representative"
+    return (
+        samples,
+        "16 GENERATED samples (no --calib given): INT8 ranges and errors are not representative",
+    )
 
 
 def _choose(result: QuantizeResult | None, accel: list[str]) -> tuple[str, str]:
@@ -121,7 +127,10 @@ def _choose(result: QuantizeResult | None, accel: list[str]) -> tuple[str, str]:
     if result.slower:
         return "fp32", f"INT8 was slower than FP32 ({result.speedup:.2f}x); shipping FP32"
     hw = f"CPU has {', '.join(accel)}" if accel else "no VNNI/AMX, but measured faster"
-    return "int8-static", f"INT8 static QDQ is {result.speedup:.2f}x faster than FP32 at batch N ({hw})"
+    return (
+        "int8-static",
+        f"INT8 static QDQ is {result.speedup:.2f}x faster than FP32 at batch N ({hw})",
+    )
 
 
 def deploy(
@@ -142,7 +151,11 @@ def deploy(
     say: Progress = progress or (lambda stage, text: logger.info("%s: %s", stage, text))
     builtin = model is None
     if model is None:
-        source_model, source, name = example_model(), "built-in example ResNet-style CNN", name or "example_resnet"
+        source_model, source, name = (
+            example_model(),
+            "built-in example ResNet-style CNN",
+            name or "example_resnet",
+        )
     elif isinstance(model, ir.Model):
         source_model, source = model, "in-memory model"
     else:
@@ -160,8 +173,14 @@ def deploy(
     say("quantize", "calibrating INT8 and timing it against FP32")
     samples, calib_text = _calibration(optimized.model, calib, preprocess, builtin)
     accel = int8_acceleration()
-    qres = quantize(optimized.model, "int8-static", calibration=samples, bench_batch=batch,
-                    bench_seconds=min(bench_seconds, 1.5), threads=threads)
+    qres = quantize(
+        optimized.model,
+        "int8-static",
+        calibration=samples,
+        bench_batch=batch,
+        bench_seconds=min(bench_seconds, 1.5),
+        threads=threads,
+    )
     chosen, reason = _choose(qres, accel)
     final = qres.model if chosen == "int8-static" else optimized.model
     say("compare", f"{chosen} vs the input model at batch 1 and {batch}")
@@ -169,8 +188,20 @@ def deploy(
     say("bench", f"input FP32 vs final {chosen}, batch 1 and {batch}")
     benches = _bench(source_model, final, chosen, samples, batch, bench_seconds, threads)
     say("write", f"repository and report under {out}")
-    result = DeployResult(name, out, source, summary, optimized, calib_text, qres, chosen, reason,
-                          comparison, floor_text, benches)
+    result = DeployResult(
+        name,
+        out,
+        source,
+        summary,
+        optimized,
+        calib_text,
+        qres,
+        chosen,
+        reason,
+        comparison,
+        floor_text,
+        benches,
+    )
     result.warnings.extend(qres.warnings)
     if not comparison.passed:
         result.warnings.append(f"final model does NOT match the input model within {floor_text}")
@@ -187,13 +218,21 @@ def _check_name(name: str) -> None:
 
 
 def _compare(
-    source: ir.Model, final: ir.Model, chosen: str, samples: Sequence[Feeds], batch: int,
+    source: ir.Model,
+    final: ir.Model,
+    chosen: str,
+    samples: Sequence[Feeds],
+    batch: int,
     threads: int | None,
 ) -> tuple[CompareReport, str]:
-    data = [("calibration samples", stack_samples(samples, 1)),
-            (f"calibration samples x{batch}", stack_samples(samples, batch))]
-    with OrtRunner(source, intra_op_threads=threads, name="input fp32") as ref, \
-         OrtRunner(final, intra_op_threads=threads, name=f"final {chosen}") as cand:
+    data = [
+        ("calibration samples", stack_samples(samples, 1)),
+        (f"calibration samples x{batch}", stack_samples(samples, batch)),
+    ]
+    with (
+        OrtRunner(source, intra_op_threads=threads, name="input fp32") as ref,
+        OrtRunner(final, intra_op_threads=threads, name=f"final {chosen}") as cand,
+    ):
         if chosen == "int8-static":
             from modelport.quantize.api import FLOORS
 
@@ -216,12 +255,19 @@ def _apply_floor(report: CompareReport, floor: SignalTolerance) -> None:
 
 
 def _bench(
-    source: ir.Model, final: ir.Model, chosen: str, samples: Sequence[Feeds], batch: int,
-    seconds: float, threads: int | None,
+    source: ir.Model,
+    final: ir.Model,
+    chosen: str,
+    samples: Sequence[Feeds],
+    batch: int,
+    seconds: float,
+    threads: int | None,
 ) -> list[BenchResult]:
     results = []
-    with OrtRunner(source, intra_op_threads=threads, name="fp32 (input)") as ref, \
-         OrtRunner(final, intra_op_threads=threads, name=f"final ({chosen})") as cand:
+    with (
+        OrtRunner(source, intra_op_threads=threads, name="fp32 (input)") as ref,
+        OrtRunner(final, intra_op_threads=threads, name=f"final ({chosen})") as cand,
+    ):
         for b in sorted({1, batch}):
             results.extend(bench_interleaved([ref, cand], stack_samples(samples, b), duration=seconds))
     return results

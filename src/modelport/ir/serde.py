@@ -52,9 +52,7 @@ def load(source: str | os.PathLike[str] | bytes) -> ir.Model:
     if not path.exists():
         raise ModelLoadError(f"model file '{path}' does not exist — check the path")
     if path.is_dir():
-        raise ModelLoadError(
-            f"'{path}' is a directory, not an ONNX file — pass the path of the .onnx file inside it"
-        )
+        raise ModelLoadError(f"'{path}' is a directory, not an ONNX file — pass the path of the .onnx file inside it")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file '{path}' is empty — re-export or re-download it")
     try:
@@ -84,10 +82,7 @@ def _parse_failure(path: Path, error: Exception) -> str:
     with path.open("rb") as f:
         head = f.read(64)
     if head.lstrip().startswith((b"{", b"<", b"PK", b"#", b"\x89PNG")):
-        return (
-            f"'{path}' is not an ONNX model (it starts like a text, archive or image file) — "
-            "pass the .onnx file"
-        )
+        return f"'{path}' is not an ONNX model (it starts like a text, archive or image file) — pass the .onnx file"
     return (
         f"'{path}' ({size} bytes) does not parse as an ONNX model: {error} — "
         "the file is corrupt, truncated, or not ONNX"
@@ -97,10 +92,12 @@ def _parse_failure(path: Path, error: Exception) -> str:
 def _check_complete(model: ir.Model, what: str) -> None:
     """Detect models that parsed but are incomplete (protobuf truncated at a field boundary)."""
     graph = model.graph
-    if len(graph.outputs) == 0:
+    if "" not in model.opset_imports and any(n.domain in ("", "ai.onnx") for n in graph):
         raise ModelLoadError(
-            f"{what} has no graph outputs — the file is truncated or not an ONNX model"
+            f"{what} uses standard ONNX ops but declares no default opset — the file is truncated or corrupt"
         )
+    if len(graph.outputs) == 0:
+        raise ModelLoadError(f"{what} has no graph outputs — the file is truncated or not an ONNX model")
     for node in graph:
         for value in node.inputs:
             if value is None or value.producer() is not None:
@@ -176,7 +173,9 @@ def save(
             ir.save(model, tmp_model, external_data=data_name)
         else:
             _check_inline_size(model, target)
-            ir.save(model, tmp_model)
+            # Weights still read lazily from the source's .data file must be written inline,
+            # or the new file would point at a side file that does not exist next to it.
+            ir.save(_inlined(model), tmp_model)
         tmp_data = tmpdir / data_name
         if tmp_data.exists():
             os.replace(tmp_data, parent / data_name)
@@ -194,8 +193,7 @@ def save(
 def _check_inline_size(model: ir.Model, target: Path) -> None:
     if _weight_bytes(model) > _PROTOBUF_LIMIT:
         raise ModelSaveError(
-            f"'{target}' would exceed the 2 GiB protobuf limit with weights inline — "
-            "save it with external_data=True"
+            f"'{target}' would exceed the 2 GiB protobuf limit with weights inline — save it with external_data=True"
         )
 
 
@@ -213,9 +211,7 @@ def to_bytes(model: ir.Model) -> bytes:
 def _inlined(model: ir.Model) -> ir.Model:
     """A model whose external tensors are read into memory (a copy only if there are any)."""
     has_external = any(
-        isinstance(v.const_value, ir.ExternalTensor)
-        for g in model.graphs()
-        for v in g.initializers.values()
+        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
     )
     if not has_external:
         return model

@@ -43,7 +43,11 @@ class TensorSpec:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": str(self.dtype), "shape": list(self.shape) if self.shape is not None else None}
+        return {
+            "name": self.name,
+            "dtype": str(self.dtype),
+            "shape": list(self.shape) if self.shape is not None else None,
+        }
 
 
 def specs_of(values: Sequence[Any]) -> list[TensorSpec]:

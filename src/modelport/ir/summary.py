@@ -112,9 +112,10 @@ def _file_bytes(model: ir.Model) -> int | None:
 
 
 def _static(shape: ir.Shape | None) -> list[int] | None:
-    if shape is None or any(not isinstance(d, int) for d in shape):
+    if shape is None:
         return None
-    return [int(d) for d in shape]
+    dims = [d for d in shape if isinstance(d, int)]
+    return dims if len(dims) == len(shape) else None
 
 
 def _node_macs(node: ir.Node) -> int | None:
@@ -147,7 +148,7 @@ def count_macs(
     Returns (total or None when no shape could be inferred, MACs per op type, the input shapes
     used). Dynamic dims are filled as in :func:`concrete_shape`.
     """
-    import onnx_ir.passes.common as common
+    from onnx_ir.passes import common
 
     work = clone(model)
     used: dict[str, list[int]] = {}

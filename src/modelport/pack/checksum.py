@@ -31,7 +31,9 @@ def _files(folder: Path) -> list[Path]:
 def write_manifest(folder: str | os.PathLike[str]) -> Path:
     """Write ``folder/manifest.json`` listing the sha256 and size of every file under it."""
     root = Path(folder)
-    entries = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in _files(root)}
+    entries = {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in _files(root)
+    }
     target = root / MANIFEST_NAME
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest-")
     with os.fdopen(fd, "w") as f:

@@ -23,7 +23,12 @@ __all__ = [
 #: Registry: pass name -> class.
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
-    for cls in (NoOpEliminationPass, ConstantFoldingPass, FuseConvBatchNormPass, DeadCodeEliminationPass)
+    for cls in (
+        NoOpEliminationPass,
+        ConstantFoldingPass,
+        FuseConvBatchNormPass,
+        DeadCodeEliminationPass,
+    )
 }
 
 #: The order ``modelport optimize`` runs by default.

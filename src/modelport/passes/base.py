@@ -52,9 +52,8 @@ def bypass(node: ir.Node, source: ir.Value) -> str | None:
     graph = node.graph
     if graph is None:
         return "node is not in a graph"
-    if output.is_graph_output():
-        if source.is_graph_input() or source.is_initializer() or source.is_graph_output():
-            return f"'{output.name}' is a graph output fed directly by '{source.name}'"
+    if output.is_graph_output() and (source.is_graph_input() or source.is_initializer() or source.is_graph_output()):
+        return f"'{output.name}' is a graph output fed directly by '{source.name}'"
     if source.shape is None:
         source.shape = output.shape
     if source.type is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-import onnx_ir.passes.common as common
+from onnx_ir.passes import common
 
 from modelport.ir.serde import to_bytes
 from modelport.passes.base import Pass
@@ -27,8 +27,16 @@ logger = logging.getLogger(__name__)
 # Never folded: random ops, quantization boundaries (folding a DequantizeLinear of int8 weights
 # would silently de-quantize the model), and ops whose value depends on the run.
 _NEVER_FOLD = {
-    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant",
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "Constant",
 }
 
 
@@ -96,7 +104,9 @@ class ConstantFoldingPass(Pass):
         shapes_folded = _fold_static_shapes(graph)
         foldable, known = _constant_nodes(graph)
         frontier = [
-            out for node in foldable for out in node.outputs
+            out
+            for node in foldable
+            for out in node.outputs
             if out in known and not out.is_graph_output() and any(c not in foldable for c in out.consumers())
         ]
         if not frontier:
@@ -136,8 +146,12 @@ class ConstantFoldingPass(Pass):
 def _replace_with_constant(graph: ir.Graph, value: ir.Value, array: np.ndarray[Any, Any]) -> None:
     """Point every reader of ``value`` at a new initializer holding ``array``."""
     tensor = ir.tensor(array, name=f"{value.name}__folded")
-    const = ir.Value(name=tensor.name, const_value=tensor, shape=ir.Shape(array.shape),
-                     type=ir.TensorType(tensor.dtype))
+    const = ir.Value(
+        name=tensor.name,
+        const_value=tensor,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(tensor.dtype),
+    )
     graph.register_initializer(const)
     ir.convenience.replace_all_uses_with(value, const)
 

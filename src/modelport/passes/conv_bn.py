@@ -87,9 +87,9 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
     base = m.conv.name or m.bn.outputs[0].name or "conv"
     w_value = ir.Value(name=f"{base}.weight_bn", const_value=ir.tensor(weight, name=f"{base}.weight_bn"))
     b_value = ir.Value(name=f"{base}.bias_bn", const_value=ir.tensor(bias, name=f"{base}.bias_bn"))
-    for value in (w_value, b_value):
+    for value, array in ((w_value, weight), (b_value, bias)):
         assert value.const_value is not None
-        value.shape = ir.Shape(value.const_value.shape)
+        value.shape = ir.Shape(array.shape)
         value.type = ir.TensorType(value.const_value.dtype)
         graph.register_initializer(value)
     assert m.conv.inputs[0] is not None
@@ -99,9 +99,7 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
         attributes=dict(m.conv.attributes),
         name=m.conv.name,
     )
-    ir.convenience.replace_nodes_and_values(
-        graph, m.bn, [m.conv, m.bn], [fused], [m.bn.outputs[0]], [fused.outputs[0]]
-    )
+    ir.convenience.replace_nodes_and_values(graph, m.bn, [m.conv, m.bn], [fused], [m.bn.outputs[0]], [fused.outputs[0]])
 
 
 class FuseConvBatchNormPass(Pass):

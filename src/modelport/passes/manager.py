@@ -154,8 +154,12 @@ def optimize(
     plan = replace(plan, int_ranges=merge_ranges(integer_input_ranges(current), plan.int_ranges))
     verifier = _Verifier(current, plan, batches) if verify else None
     nodes0, bytes0 = model_stats(current)
-    result = OptimizeResult(model=current, nodes_before=nodes0, bytes_before=bytes0,
-                            verified_batches=verifier.batches if verifier else [])
+    result = OptimizeResult(
+        model=current,
+        nodes_before=nodes0,
+        bytes_before=bytes0,
+        verified_batches=verifier.batches if verifier else [],
+    )
     budget = EXACT
     for p in chosen:
         if progress:
@@ -178,7 +182,11 @@ def _run_one(
     try:
         changed = p(candidate).modified
     except Exception as e:  # a broken pass must not take the model down with it
-        step.status, step.reason, step.seconds = "failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0
+        step.status, step.reason, step.seconds = (
+            "failed",
+            f"{type(e).__name__}: {e}",
+            time.perf_counter() - t0,
+        )
         logger.warning("pass %s failed and was rolled back: %s", p.name, e)
         return step, current, budget
     step.seconds = time.perf_counter() - t0
@@ -212,4 +220,3 @@ def require_verified(result: OptimizeResult) -> None:
     if result.rolled_back:
         names = ", ".join(f"{s.name} ({s.reason})" for s in result.rolled_back)
         raise PassError(f"passes rolled back: {names}")
-

@@ -99,11 +99,18 @@ def stack_samples(samples: Sequence[Feeds], batch: int) -> Feeds:
 def _eval_data(model: ir.Model, samples: Sequence[Feeds] | None, batch: int, specs: Any) -> list[tuple[str, Feeds]]:
     """Inputs the comparison runs on: real samples when there are any, generated otherwise."""
     if samples:
-        return [("calibration samples", stack_samples(samples, 1)),
-                (f"calibration samples x{batch}", stack_samples(samples, batch))]
+        return [
+            ("calibration samples", stack_samples(samples, 1)),
+            (f"calibration samples x{batch}", stack_samples(samples, batch)),
+        ]
     plan = InputPlan(int_ranges=integer_input_ranges(model))
-    return [("random", generate_feeds(specs, plan)),
-            (f"random x{batch}", generate_feeds(specs, InputPlan(batch=batch, int_ranges=plan.int_ranges, seed=1)))]
+    return [
+        ("random", generate_feeds(specs, plan)),
+        (
+            f"random x{batch}",
+            generate_feeds(specs, InputPlan(batch=batch, int_ranges=plan.int_ranges, seed=1)),
+        ),
+    ]
 
 
 def _convert(model: ir.Model, mode: Mode, samples: Sequence[Feeds] | None, per_channel: bool, method: str) -> ir.Model:
@@ -143,16 +150,19 @@ def quantize(
     """
     already = quantization_kind(model)
     if already != "none":
-        raise QuantizationError(
-            f"the model is already quantized ({already}) — quantize the FP32 original instead"
-        )
+        raise QuantizationError(f"the model is already quantized ({already}) — quantize the FP32 original instead")
     quantized = _convert(model, mode, calibration, per_channel, method)
     floor = floor or FLOORS[mode]
-    settings = {"per_channel": per_channel, "method": method if mode == "int8-static" else None,
-                "calibration_samples": len(calibration) if calibration else 0,
-                "format": "QDQ (U8S8)" if mode == "int8-static" else mode}
-    with OrtRunner(model, intra_op_threads=threads, name="fp32") as ref, \
-         OrtRunner(quantized, intra_op_threads=threads, name=mode) as cand:
+    settings = {
+        "per_channel": per_channel,
+        "method": method if mode == "int8-static" else None,
+        "calibration_samples": len(calibration) if calibration else 0,
+        "format": "QDQ (U8S8)" if mode == "int8-static" else mode,
+    }
+    with (
+        OrtRunner(model, intra_op_threads=threads, name="fp32") as ref,
+        OrtRunner(quantized, intra_op_threads=threads, name=mode) as cand,
+    ):
         data = _eval_data(model, calibration, bench_batch, ref.inputs)
         comparison = compare_runners(cand, ref, tolerance=EXACT, data=data)
         bench_feeds = data[-1][1]
@@ -164,9 +174,11 @@ def quantize(
 
 def _warn(result: QuantizeResult, batch: int) -> None:
     if result.slower and result.speedup is not None:
-        msg = (f"{result.mode} is SLOWER than FP32 at batch {batch}: {result.speedup:.2f}x "
-               f"({result.quant_bench.median_ms if result.quant_bench else 0:.2f} ms vs "
-               f"{result.fp32_bench.median_ms if result.fp32_bench else 0:.2f} ms) — keep FP32 on this machine")
+        msg = (
+            f"{result.mode} is SLOWER than FP32 at batch {batch}: {result.speedup:.2f}x "
+            f"({result.quant_bench.median_ms if result.quant_bench else 0:.2f} ms vs "
+            f"{result.fp32_bench.median_ms if result.fp32_bench else 0:.2f} ms) — keep FP32 on this machine"
+        )
         result.warnings.append(msg)
         logger.warning("%s", msg)
     failure = result.accuracy_failure

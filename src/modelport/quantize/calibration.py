@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modelport.errors import CalibrationDataError
 from modelport.ir.specs import TensorSpec
 
-__all__ = ["IMAGE_SUFFIXES", "ImagePreprocess", "load_calibration", "parse_preprocess", "split_samples"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImagePreprocess",
+    "load_calibration",
+    "parse_preprocess",
+    "split_samples",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +93,11 @@ def split_samples(arrays: dict[str, np.ndarray[Any, Any]], specs: Sequence[Tenso
             "name each array after the input it feeds"
         )
     counts = {}
-    for name, array in arrays.items():
+    for name, given in arrays.items():
         spec = by_name[name]
-        rank = len(spec.shape) if spec.shape is not None else array.ndim
-        if array.ndim == rank - 1:
-            array = array[None]
-        elif array.ndim != rank:
+        rank = len(spec.shape) if spec.shape is not None else given.ndim
+        array = given[None] if given.ndim == rank - 1 else given
+        if array.ndim != rank:
             raise CalibrationDataError(
                 f"{source}: array '{name}' has shape {list(array.shape)}, but input '{name}' has rank {rank} "
                 f"{spec.shape_str()} — stack samples along axis 0"
@@ -128,7 +134,7 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, source: str) -> np.ndar
 
 
 def load_calibration(
-    path: str | Path,
+    path: str | os.PathLike[str],
     specs: Sequence[TensorSpec],
     *,
     preprocess: ImagePreprocess | None = None,
@@ -151,9 +157,7 @@ def load_calibration(
             arrays = {k: data[k] for k in data.files}
         samples = split_samples(arrays, specs, str(path))
     else:
-        raise CalibrationDataError(
-            f"calibration data '{path}' is neither .npy, .npz nor a folder of images"
-        )
+        raise CalibrationDataError(f"calibration data '{path}' is neither .npy, .npz nor a folder of images")
     if not samples:
         raise CalibrationDataError(f"calibration data '{path}' holds no samples")
     return samples[:limit] if limit else samples
@@ -178,9 +182,9 @@ def _load_images(folder: Path, specs: Sequence[TensorSpec], pre: ImagePreprocess
     height, width = _image_size(spec, pre)
     samples = []
     for file in files[:limit] if limit else files:
-        with Image.open(file) as img:
-            img = img.convert("L" if pre.color == "GRAY" else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(img, dtype=np.float32)
+        with Image.open(file) as opened:
+            img = opened.convert("L" if pre.color == "GRAY" else "RGB")
+            pixels = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[..., None]
         if pre.color == "BGR":

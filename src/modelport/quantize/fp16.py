@@ -14,8 +14,19 @@ __all__ = ["DEFAULT_FP16_BLOCK_LIST", "to_fp16"]
 
 #: Ops kept in float32: range-sensitive reductions and ops whose FP16 kernels are missing on CPU.
 DEFAULT_FP16_BLOCK_LIST = (
-    "Resize", "Range", "RandomNormal", "RandomUniform", "NonMaxSuppression", "TopK", "RoiAlign",
-    "CumSum", "Upsample", "ReduceSumSquare", "ReduceL2", "Softmax", "LayerNormalization",
+    "Resize",
+    "Range",
+    "RandomNormal",
+    "RandomUniform",
+    "NonMaxSuppression",
+    "TopK",
+    "RoiAlign",
+    "CumSum",
+    "Upsample",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "Softmax",
+    "LayerNormalization",
 )
 
 

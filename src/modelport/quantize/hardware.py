@@ -35,4 +35,3 @@ def int8_acceleration() -> list[str]:
 def machine() -> str:
     """A one-line description of the machine for reports."""
     return f"{platform.machine()} {platform.processor() or ''}".strip()
-

@@ -75,18 +75,30 @@ def quantize_static(
 
     if not samples:
         raise QuantizationError("INT8 static quantization needs calibration samples — pass --calib PATH")
-    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-               "percentile": q.CalibrationMethod.Percentile}
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
     act = q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8
     with tempfile.TemporaryDirectory(prefix="modelport-q-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         save(_for_ort_quantizer(model), src)
         try:
             q.quantize_static(
-                str(src), str(dst), _Reader(samples), quant_format=q.QuantFormat.QDQ,
-                per_channel=per_channel, activation_type=act, weight_type=q.QuantType.QInt8,
-                calibrate_method=methods[method], nodes_to_exclude=list(nodes_to_exclude),
-                extra_options={"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True},
+                str(src),
+                str(dst),
+                _Reader(samples),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=act,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=list(nodes_to_exclude),
+                extra_options={
+                    "ActivationSymmetric": activation_type == "int8",
+                    "WeightSymmetric": True,
+                },
             )
         except Exception as e:
             raise QuantizationError(f"ONNX Runtime static quantization failed: {e}") from e

@@ -5,6 +5,7 @@ modelport never imports an engine; third parties add an entry point in the
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -47,4 +48,5 @@ def runner_class(backend: str) -> type[Runner]:
 
 def create_runner(backend: str, model: Any, **options: Any) -> Runner:
     """Instantiate the runner for ``backend`` on ``model`` (not yet activated)."""
-    return runner_class(backend)(model, **options)
+    factory: Callable[..., Runner] = runner_class(backend)
+    return factory(model, **options)

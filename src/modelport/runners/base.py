@@ -27,8 +27,7 @@ Outputs = dict[str, np.ndarray[Any, Any]]
 
 def _dtype_fix(name: str, seen: np.dtype[Any], expected: np.dtype[Any]) -> str:
     return (
-        f"input '{name}' has dtype {seen}, but the model expects {expected} — "
-        f"convert it with arr.astype(np.{expected})"
+        f"input '{name}' has dtype {seen}, but the model expects {expected} — convert it with arr.astype(np.{expected})"
     )
 
 
@@ -46,9 +45,7 @@ def check_feeds(specs: list[TensorSpec], feeds: Feeds, *, model_name: str = "the
         )
     missing = [n for n in expected if n not in feeds]
     if missing:
-        raise UnknownInputError(
-            f"{model_name} needs input {', '.join(repr(n) for n in missing)}, which was not given"
-        )
+        raise UnknownInputError(f"{model_name} needs input {', '.join(repr(n) for n in missing)}, which was not given")
     for name, array in feeds.items():
         spec = expected[name]
         if not isinstance(array, np.ndarray):
@@ -110,7 +107,10 @@ class Runner(abc.ABC):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.deactivate()
 
@@ -118,8 +118,7 @@ class Runner(abc.ABC):
     def _require_active(self) -> None:
         if not self._active:
             raise BackendError(
-                f"{self.backend} runner for '{self.name}' is not active — call activate() or use it "
-                "in a 'with' block"
+                f"{self.backend} runner for '{self.name}' is not active — call activate() or use it in a 'with' block"
             )
 
     @property

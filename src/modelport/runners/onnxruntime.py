@@ -16,7 +16,12 @@ from modelport.runners.base import Feeds, Outputs, Runner
 __all__ = ["GraphOptimization", "OrtRunner"]
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
-_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 class OrtRunner(Runner):
@@ -138,4 +143,3 @@ def _session_specs(args: list[Any]) -> list[TensorSpec]:
         shape = None if arg.shape is None else tuple(arg.shape)
         specs.append(TensorSpec(name=arg.name, dtype=np.dtype(dtype), shape=shape))
     return specs
-

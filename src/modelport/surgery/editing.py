@@ -44,9 +44,7 @@ def rename_value(model: ir.Model, old: str, new: str) -> None:
     if old not in values:
         raise ConfigError(f"the model has no tensor named '{old}'")
     if new in values:
-        raise ConfigError(
-            f"cannot rename '{old}' to '{new}': a tensor named '{new}' already exists"
-        )
+        raise ConfigError(f"cannot rename '{old}' to '{new}': a tensor named '{new}' already exists")
     value = values[old]
     if value.is_initializer():
         model.graph.initializers.pop(old)
@@ -66,9 +64,7 @@ def set_batch_dim(model: ir.Model, batch: int | str) -> None:
         raise ConfigError(f"batch must be >= 1 or a dimension name, got {batch}")
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is None or len(value.shape) == 0:
-            raise ConfigError(
-                f"'{value.name}' has no batch axis (unknown or scalar shape) — fix its shape first"
-            )
+            raise ConfigError(f"'{value.name}' has no batch axis (unknown or scalar shape) — fix its shape first")
         dims = list(value.shape)
         dims[0] = batch if isinstance(batch, int) else ir.SymbolicDim(batch)
         value.shape = ir.Shape(dims)

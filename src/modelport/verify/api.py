@@ -71,7 +71,12 @@ def compare(
     with ExitStack() as stack:
         if model_b is None and len(backends) == 1:
             cand = _runner("onnxruntime", model_a, "onnxruntime (all optimizations)")
-            ref = _runner("onnxruntime", model_a, "onnxruntime (no optimizations)", graph_optimization="disable")
+            ref = _runner(
+                "onnxruntime",
+                model_a,
+                "onnxruntime (no optimizations)",
+                graph_optimization="disable",
+            )
         else:
             second = model_b if model_b is not None else model_a
             cand = _runner(backends[0], model_a, f"A ({backends[0]})")

@@ -38,8 +38,13 @@ class BatchComparison:
         return all(d.passed for d in self.diffs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "fill": self.fill, "inputs": self.inputs, "passed": self.passed,
-                "outputs": [d.to_dict() for d in self.diffs]}
+        return {
+            "batch": self.batch,
+            "fill": self.fill,
+            "inputs": self.inputs,
+            "passed": self.passed,
+            "outputs": [d.to_dict() for d in self.diffs],
+        }
 
 
 @dataclass
@@ -81,8 +86,10 @@ def _spec_line(spec: TensorSpec) -> str:
 def compare_signatures(candidate: Runner, reference: Runner) -> list[str]:
     """Differences in input/output names, counts, dtypes and ranks (empty when they agree)."""
     problems: list[str] = []
-    for kind, cand, ref in (("input", candidate.inputs, reference.inputs),
-                            ("output", candidate.outputs, reference.outputs)):
+    for kind, cand, ref in (
+        ("input", candidate.inputs, reference.inputs),
+        ("output", candidate.outputs, reference.outputs),
+    ):
         if len(cand) != len(ref):
             problems.append(f"{kind} count: candidate has {len(cand)}, reference has {len(ref)}")
         ref_by_name = {s.name: s for s in ref}
@@ -94,10 +101,26 @@ def compare_signatures(candidate: Runner, reference: Runner) -> list[str]:
             if spec.dtype != other.dtype:
                 problems.append(f"{kind} '{spec.name}' dtype: candidate {spec.dtype}, reference {other.dtype}")
             if spec.shape is not None and other.shape is not None and len(spec.shape) != len(other.shape):
-                problems.append(f"{kind} '{spec.name}' rank: candidate {_spec_line(spec)}, reference {_spec_line(other)}")
+                problems.append(
+                    f"{kind} '{spec.name}' rank: candidate {_spec_line(spec)}, reference {_spec_line(other)}"
+                )
         cand_names = {s.name for s in cand}
         problems.extend(f"{kind} '{s.name}' exists only in the reference" for s in ref if s.name not in cand_names)
     return problems
+
+
+def _cannot_run(candidate: Runner, reference: Runner) -> str | None:
+    """Why identical feeds cannot go to both runners (None when they can)."""
+    cand_inputs = {s.name: s.dtype for s in candidate.inputs}
+    ref_inputs = {s.name: s.dtype for s in reference.inputs}
+    if cand_inputs.keys() != ref_inputs.keys():
+        return "the two sides have different input names"
+    differing = [n for n in ref_inputs if cand_inputs[n] != ref_inputs[n]]
+    if differing:
+        return f"input dtypes differ for {', '.join(differing)}"
+    if not {s.name for s in candidate.outputs} & {s.name for s in reference.outputs}:
+        return "the two sides share no output name"
+    return None
 
 
 def compare_runners(
@@ -119,7 +142,9 @@ def compare_runners(
     plan = plan or InputPlan()
     report = CompareReport(candidate=candidate.name, reference=reference.name, tolerance=tolerance)
     report.signature = compare_signatures(candidate, reference)
-    if any("count" in p or "only in" in p for p in report.signature):
+    blocker = _cannot_run(candidate, reference)
+    if blocker:
+        report.notes.append(f"outputs not compared: {blocker}")
         return report
     if data is not None:
         for label, feeds in data:

@@ -78,7 +78,7 @@ def integer_input_ranges(model: ir.Model) -> dict[str, tuple[int, int]]:
         if value.dtype is None or not value.dtype.is_integer():
             continue
         size = _gather_extent(value, depth=0)
-        if size is not None:
+        if size is not None and value.name:
             ranges[value.name] = (0, size)
     return ranges
 
@@ -103,11 +103,18 @@ def _gather_extent(value: ir.Value, depth: int) -> int | None:
 
 
 def effective_batch(specs: Sequence[TensorSpec], batch: int) -> int:
-    """The batch generated inputs will really have (a static axis 0 wins over the request)."""
-    for spec in specs:
-        if spec.shape and isinstance(spec.shape[0], int):
-            return spec.shape[0]
-    return batch
+    """The batch generated inputs will really have.
+
+    Any input with a dynamic axis 0 takes the requested batch. Only when every input fixes axis 0
+    is the batch fixed (then to the first input's size); an auxiliary static input such as a
+    ``scale: float[1]`` next to ``x: float[N, 3]`` does not pin the batch.
+    """
+    batched = [spec for spec in specs if spec.shape]
+    if not batched or any(not isinstance(spec.shape[0], int) for spec in batched if spec.shape):
+        return batch
+    first = batched[0].shape
+    assert first is not None and isinstance(first[0], int)
+    return first[0]
 
 
 def generate_feeds(specs: Sequence[TensorSpec], plan: InputPlan | None = None) -> dict[str, np.ndarray[Any, Any]]:
@@ -121,7 +128,9 @@ def generate_feeds(specs: Sequence[TensorSpec], plan: InputPlan | None = None) -
     return feeds
 
 
-def _values(spec: TensorSpec, shape: tuple[int, ...], plan: InputPlan, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+def _values(
+    spec: TensorSpec, shape: tuple[int, ...], plan: InputPlan, rng: np.random.Generator
+) -> np.ndarray[Any, Any]:
     dtype = spec.dtype
     if plan.fill == "ones":
         return np.ones(shape, dtype=dtype)
@@ -134,9 +143,7 @@ def _values(spec: TensorSpec, shape: tuple[int, ...], plan: InputPlan, rng: np.r
         return rng.integers(lo, hi, size=shape).astype(dtype)
     if dtype.kind == "f":
         return rng.standard_normal(size=shape).astype(dtype)
-    raise InputDtypeError(
-        f"cannot generate values for input '{spec.name}' of dtype {dtype} — pass real data for it"
-    )
+    raise InputDtypeError(f"cannot generate values for input '{spec.name}' of dtype {dtype} — pass real data for it")
 
 
 def _int_range(spec: TensorSpec, plan: InputPlan) -> tuple[int, int]:
@@ -145,7 +152,8 @@ def _int_range(spec: TensorSpec, plan: InputPlan) -> tuple[int, int]:
     return max(lo, int(info.min)), min(hi, int(info.max) + 1)
 
 
-def merge_ranges(found: Mapping[str, tuple[int, int]], given: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+def merge_ranges(
+    found: Mapping[str, tuple[int, int]], given: Mapping[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
     """Ranges the user gave win over ranges found in the graph."""
     return {**found, **given}
-

@@ -1,0 +1,407 @@
+"""A model repository: the models a server serves, their versions, and their configuration.
+
+Layout (as in Triton, with YAML instead of protobuf text)::
+
+    REPO/
+      <name>/
+        config.yaml          optional, parsed into ModelConfig
+        1/model.onnx         one folder per version; versions are integers
+        2/model.onnx
+
+A single ``.onnx`` file is a repository too: one model named after the file's stem, version 1.
+Scanning (in the constructor) is cheap and reports a malformed repository at once; :meth:`load`
+builds one ONNX Runtime session per served model version (sessions are thread safe, so a model's
+instances share it), :meth:`unload` frees them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.errors import InputShapeError, ModelNotFoundError, RepositoryError
+from modelport.runners.base import Feeds
+from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
+
+__all__ = [
+    "AllVersions",
+    "LatestVersions",
+    "ModelConfig",
+    "ModelRepository",
+    "ServedModel",
+    "SpecificVersions",
+    "VersionPolicy",
+    "read_config",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.onnx"
+# Config files modelport does not read; finding one means the user expects it to take effect.
+_FOREIGN_CONFIGS = {
+    "config.yml": f"rename it to {CONFIG_FILE}",
+    "config.pbtxt": f"that is Triton's format; write the settings as {CONFIG_FILE}",
+    "config.json": f"write the settings as {CONFIG_FILE}",
+}
+_VERSION_DIR = re.compile(r"[0-9]+")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LatestVersions(_Strict):
+    """Serve the ``num_versions`` highest versions (the default: the latest one)."""
+
+    kind: Literal["latest"] = "latest"
+    num_versions: Annotated[int, Field(ge=1)] = 1
+
+
+class AllVersions(_Strict):
+    """Serve every version in the model's folder."""
+
+    kind: Literal["all"] = "all"
+
+
+class SpecificVersions(_Strict):
+    """Serve exactly the listed versions."""
+
+    kind: Literal["specific"] = "specific"
+    versions: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+VersionPolicy = Annotated[LatestVersions | AllVersions | SpecificVersions, Field(discriminator="kind")]
+
+
+class ModelConfig(_Strict):
+    """The settings of one model, read from ``<name>/config.yaml``.
+
+    ``version_policy`` is ``latest`` (or ``{kind: latest, num_versions: N}``), ``all``, or
+    ``{kind: specific, versions: [1, 3]}``. ``max_batch_size`` > 0 declares axis 0 of every
+    input the batch axis and caps it; ``instance_count`` is how many requests for a model version
+    run at once.
+    """
+
+    name: str | None = None
+    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
+    max_batch_size: Annotated[int, Field(ge=0)] = 0
+    instance_count: Annotated[int, Field(ge=1)] = 1
+    intra_op_threads: Annotated[int, Field(ge=1)] | None = None
+    inter_op_threads: Annotated[int, Field(ge=1)] | None = None
+    graph_optimization: GraphOptimization = "all"
+    version_policy: VersionPolicy = Field(default_factory=LatestVersions)
+
+    @pydantic.field_validator("version_policy", mode="before")
+    @classmethod
+    def _policy_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"kind": value}
+        return value
+
+
+_POLICY_CLASSES: dict[str, type[BaseModel]] = {
+    "latest": LatestVersions,
+    "all": AllVersions,
+    "specific": SpecificVersions,
+}
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One version of one model, with its configuration and its (lazily activated) runner."""
+
+    name: str
+    version: int
+    path: Path
+    config: ModelConfig
+    runner: OrtRunner = field(repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.runner.is_active
+
+    @property
+    def label(self) -> str:
+        """``model 'name' version N``, for messages."""
+        return f"model '{self.name}' version {self.version}"
+
+    def check_batch(self, feeds: Feeds) -> None:
+        """Raise :class:`InputShapeError` if a feed's batch axis exceeds ``max_batch_size``."""
+        limit = self.config.max_batch_size
+        if limit == 0:
+            return
+        for name, array in feeds.items():
+            if array.ndim > 0 and array.shape[0] > limit:
+                raise InputShapeError(
+                    f"input '{name}' of {self.label} has batch size {array.shape[0]} "
+                    f"(shape {list(array.shape)}), but the model's max_batch_size is {limit} — "
+                    "split the request"
+                )
+
+
+class ModelRepository:
+    """The models under a repository folder, or the one model in an ``.onnx`` file."""
+
+    def __init__(self, source: str | os.PathLike[str]) -> None:
+        self.root = Path(source)
+        self._models: dict[str, dict[int, ServedModel]] = {}
+        self._on_disk: dict[str, list[int]] = {}
+        if self.root.is_file():
+            self._add_file(self.root)
+        elif self.root.is_dir():
+            self._scan(self.root)
+        else:
+            raise RepositoryError(
+                f"model repository '{self.root}' does not exist — pass a folder laid out as "
+                f"<name>/<version>/{MODEL_FILE}, or one .onnx file"
+            )
+
+    # scanning ---------------------------------------------------------------------------------
+    def _add_file(self, path: Path) -> None:
+        if path.suffix != ".onnx":
+            raise RepositoryError(
+                f"'{path}' is neither a model repository folder nor an .onnx file — pass a folder "
+                f"laid out as <name>/<version>/{MODEL_FILE}, or one .onnx file"
+            )
+        config = ModelConfig()
+        self._on_disk[path.stem] = [1]
+        self._models[path.stem] = {1: _served(path.stem, 1, path, config)}
+
+    def _scan(self, root: Path) -> None:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            stray = sorted(p.name for p in root.glob("*.onnx"))
+            hint = (
+                f"; it holds {', '.join(stray)} — serve one file by passing its path, or move it "
+                f"to {root}/<name>/1/{MODEL_FILE}"
+                if stray
+                else ""
+            )
+            raise RepositoryError(
+                f"model repository '{root}' has no model folders — expected {root}/<name>/<version>/{MODEL_FILE}{hint}"
+            )
+        for folder in folders:
+            self._add_model(folder)
+
+    def _add_model(self, folder: Path) -> None:
+        name = folder.name
+        config = read_config(folder)
+        if config.name is not None and config.name != name:
+            raise RepositoryError(
+                f"{folder / CONFIG_FILE} names the model '{config.name}', but its folder is "
+                f"'{name}' — make them agree or drop 'name'"
+            )
+        versions = _version_folders(folder)
+        self._on_disk[name] = sorted(versions)
+        served = _apply_policy(config, sorted(versions), folder)
+        self._models[name] = {v: _served(name, v, versions[v] / MODEL_FILE, config) for v in served}
+
+    # lookup -----------------------------------------------------------------------------------
+    @property
+    def models(self) -> list[str]:
+        """Names of the models served, sorted."""
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of model ``name`` that are served (ascending)."""
+        return sorted(self._versions_of(name))
+
+    def get(self, name: str, version: int | str | None = None) -> ServedModel:
+        """One served model version; ``None`` picks the highest served version.
+
+        Raises :class:`ModelNotFoundError` (listing what is available) for an unknown model or
+        version.
+        """
+        versions = self._versions_of(name)
+        if version is None:
+            return versions[max(versions)]
+        number = _version_number(version)
+        if number is None or number not in versions:
+            served = ", ".join(str(v) for v in sorted(versions))
+            skipped = [v for v in self._on_disk[name] if v not in versions]
+            note = f" ({', '.join(str(v) for v in skipped)} on disk but excluded by version_policy)" if skipped else ""
+            raise ModelNotFoundError(
+                f"model '{name}' has no version {str(version)!r} being served — served versions: {served}{note}"
+            )
+        return versions[number]
+
+    def _versions_of(self, name: str) -> dict[int, ServedModel]:
+        versions = self._models.get(name)
+        if versions is None:
+            known = ", ".join(repr(n) for n in self.models)
+            close = difflib.get_close_matches(name, self.models, n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else ""
+            raise ModelNotFoundError(f"model '{name}' is not in repository '{self.root}'; it serves {known}{hint}")
+        return versions
+
+    def __iter__(self) -> Iterator[ServedModel]:
+        for name in self.models:
+            versions = self._models[name]
+            for version in sorted(versions):
+                yield versions[version]
+
+    # lifecycle --------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True when every served model version is loaded."""
+        return all(model.ready for model in self)
+
+    def load(self) -> None:
+        """Create the ONNX Runtime session of every served model version.
+
+        If one fails, those already created are freed and the error is raised.
+        """
+        try:
+            for model in self:
+                model.runner.activate()
+                _check_batch_axis(model)
+                logger.info("loaded %s from %s", model.label, model.path)
+        except BaseException:
+            self.unload()
+            raise
+
+    def unload(self) -> None:
+        """Free every session (a later :meth:`load` creates them again)."""
+        for model in self:
+            model.runner.deactivate()
+
+    def __enter__(self) -> ModelRepository:
+        self.load()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unload()
+
+    def __repr__(self) -> str:
+        return f"ModelRepository('{self.root}', models={self.models})"
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """Parse ``folder/config.yaml`` (defaults when it is absent); raise :class:`RepositoryError`."""
+    for foreign, fix in _FOREIGN_CONFIGS.items():
+        if (folder / foreign).exists():
+            raise RepositoryError(f"'{folder / foreign}' is not read by modelport — {fix}")
+    path = folder / CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RepositoryError(f"'{path}' is not valid YAML: {e}") from e
+    if raw is None:
+        return ModelConfig()
+    if not isinstance(raw, dict):
+        raise RepositoryError(f"'{path}' must be a mapping of settings (key: value), got {type(raw).__name__}")
+    try:
+        return ModelConfig.model_validate(raw)
+    except pydantic.ValidationError as e:
+        problems = "; ".join(_describe(error) for error in e.errors())
+        raise RepositoryError(f"'{path}' is invalid: {problems}") from e
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as ``key: problem``, naming the allowed keys for an unknown one."""
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] != "extra_forbidden":
+        return f"{'.'.join(loc)}: {error['msg']} (got {error['input']!r})"
+    fields = _fields_at(loc[:-1])
+    close = difflib.get_close_matches(loc[-1], fields, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key '{'.'.join(loc)}' — {hint}allowed: {', '.join(fields)}"
+
+
+def _fields_at(parents: list[str]) -> list[str]:
+    model: type[BaseModel] = ModelConfig
+    if parents and parents[0] == "version_policy":
+        # pydantic puts the discriminator value after the field: version_policy.<kind>.<key>
+        model = _POLICY_CLASSES.get(parents[1] if len(parents) > 1 else "", LatestVersions)
+    return list(model.model_fields)
+
+
+def _version_folders(folder: Path) -> dict[int, Path]:
+    versions: dict[int, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if not _VERSION_DIR.fullmatch(entry.name):
+            raise RepositoryError(
+                f"'{entry}' is not a version folder — versions of model '{folder.name}' are "
+                f"integer folder names ({folder}/1/{MODEL_FILE}); move other folders elsewhere"
+            )
+        number = int(entry.name)
+        if number in versions:
+            raise RepositoryError(f"'{versions[number]}' and '{entry}' are both version {number} — keep one")
+        if not (entry / MODEL_FILE).is_file():
+            held = sorted(p.name for p in entry.iterdir())
+            raise RepositoryError(
+                f"version folder '{entry}' has no {MODEL_FILE} (it holds "
+                f"{', '.join(held) or 'nothing'}) — put the model there as {MODEL_FILE}"
+            )
+        versions[number] = entry
+    if not versions:
+        raise RepositoryError(
+            f"model folder '{folder}' has no version folders — put the model in {folder}/1/{MODEL_FILE}"
+        )
+    return versions
+
+
+def _apply_policy(config: ModelConfig, versions: list[int], folder: Path) -> list[int]:
+    policy = config.version_policy
+    if isinstance(policy, AllVersions):
+        return versions
+    if isinstance(policy, LatestVersions):
+        return versions[-policy.num_versions :]
+    missing = [v for v in policy.versions if v not in versions]
+    if missing:
+        raise RepositoryError(
+            f"{folder / CONFIG_FILE} asks for version {', '.join(str(v) for v in missing)} of "
+            f"model '{folder.name}', but its folder holds {', '.join(str(v) for v in versions)}"
+        )
+    return sorted(set(policy.versions))
+
+
+def _version_number(version: int | str) -> int | None:
+    if isinstance(version, int):
+        return version
+    return int(version) if _VERSION_DIR.fullmatch(version) else None
+
+
+def _check_batch_axis(model: ServedModel) -> None:
+    """With max_batch_size > 0, axis 0 of every input must be dynamic (the batch axis)."""
+    if model.config.max_batch_size == 0:
+        return
+    for spec in model.runner.inputs:
+        if spec.shape is not None and (not spec.shape or isinstance(spec.shape[0], int)):
+            raise RepositoryError(
+                f"{model.label} sets max_batch_size {model.config.max_batch_size}, but input "
+                f"'{spec.name}' has shape {spec.shape_str()}, whose first axis is not a dynamic "
+                "batch axis — export the model with a dynamic axis 0, or set max_batch_size: 0"
+            )
+
+
+def _served(name: str, version: int, path: Path, config: ModelConfig) -> ServedModel:
+    runner = OrtRunner(
+        path,
+        intra_op_threads=config.intra_op_threads,
+        inter_op_threads=config.inter_op_threads,
+        graph_optimization=config.graph_optimization,
+        name=name,
+    )
+    return ServedModel(name=name, version=version, path=path, config=config, runner=runner)
