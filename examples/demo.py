@@ -52,7 +52,8 @@ def main() -> int:
     print("== modelport deploy (built-in example model)", flush=True)
     subprocess.run([*cli, "deploy", "-o", str(OUT)], check=True)
     print(f"\n== report: {OUT / 'report.md'}\n")
-    print((OUT / "report.md").read_text().split("## Benchmark")[1].split("## Serve")[0].strip())
+    report = (OUT / "report.md").read_text()
+    print("## Benchmark" + report.split("## Benchmark")[1].split("## Serve")[0].rstrip())
 
     port = free_port()
     print(f"\n== modelport serve {OUT / 'repository'} on 127.0.0.1:{port}", flush=True)
