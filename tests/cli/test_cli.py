@@ -34,7 +34,16 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("inspect", "export", "optimize", "quantize", "compare", "bench", "serve", "deploy"):
+    for command in (
+        "inspect",
+        "export",
+        "optimize",
+        "quantize",
+        "compare",
+        "bench",
+        "serve",
+        "deploy",
+    ):
         assert command in out
 
 
@@ -58,7 +67,9 @@ def test_inspect_table(capsys: pytest.CaptureFixture[str], example_path: Path) -
     ("content", "message"),
     [(None, "does not exist"), (b"", "is empty"), (b'{"not": "onnx"}', "is not an ONNX model")],
 )
-def test_bad_model_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes | None, message: str) -> None:
+def test_bad_model_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes | None, message: str
+) -> None:
     path = tmp_path / "m.onnx"
     if content is not None:
         path.write_bytes(content)
@@ -130,12 +141,31 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str], example_path: Path) -
 def test_quantize_needs_calibration_and_works_with_it(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, example_path: Path
 ) -> None:
-    code, _, err = run(capsys, "quantize", str(example_path), "--mode", "int8-static", "-o", str(tmp_path / "q.onnx"))
+    code, _, err = run(
+        capsys,
+        "quantize",
+        str(example_path),
+        "--mode",
+        "int8-static",
+        "-o",
+        str(tmp_path / "q.onnx"),
+    )
     assert code == 2
     assert "needs calibration data" in err
     np.save(tmp_path / "calib.npy", example_calibration(8))
-    code, out, _ = run(capsys, "quantize", str(example_path), "--mode", "int8-static", "--calib",
-                       str(tmp_path / "calib.npy"), "-o", str(tmp_path / "q.onnx"), "--json", "--allow-slower")
+    code, out, _ = run(
+        capsys,
+        "quantize",
+        str(example_path),
+        "--mode",
+        "int8-static",
+        "--calib",
+        str(tmp_path / "calib.npy"),
+        "-o",
+        str(tmp_path / "q.onnx"),
+        "--json",
+        "--allow-slower",
+    )
     data = json.loads(out)
     assert code == 0, data["warnings"]
     assert data["worst_sqnr_db"] > 25

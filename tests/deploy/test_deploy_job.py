@@ -29,7 +29,11 @@ def test_deploy_builtin_example_end_to_end(tmp_path: Path) -> None:
     assert report["compare_passed"] is True
     assert [r["batch"] for r in report["compare"]["runs"]] == [1, 8]
     assert {(b["batch"], b["name"].split(" ")[0]) for b in report["bench"]} == {
-        (1, "fp32"), (1, "final"), (8, "fp32"), (8, "final")}
+        (1, "fp32"),
+        (1, "final"),
+        (8, "fp32"),
+        (8, "final"),
+    }
     md = (tmp_path / "out" / "report.md").read_text()
     for section in ("## Optimize", "## Quantize", "## Compare", "## Benchmark", "## Serve"):
         assert section in md

@@ -28,9 +28,7 @@ def apply(pass_: Any, model: ir.Model) -> tuple[ir.Model, bool]:
 
 def bind(model: ir.Model, name: str, array: np.ndarray[Any, Any]) -> ir.Model:
     """Make the tensor ``name`` that nodes read (undeclared in ONNX text) an initializer."""
-    value = next(
-        (v for node in model.graph for v in node.inputs if v is not None and v.name == name), None
-    )
+    value = next((v for node in model.graph for v in node.inputs if v is not None and v.name == name), None)
     if value is None:
         value = ir.Value(name=name)
     value.const_value = ir.tensor(array, name=name)

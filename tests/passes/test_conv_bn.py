@@ -12,15 +12,22 @@ HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
 
 def _conv_bn(extra_outputs: str = "", extra_nodes: str = "", bias: bool = True) -> ir.Model:
     rng = np.random.default_rng(0)
-    model = ir.from_onnx_text(HEADER + f"""
+    model = ir.from_onnx_text(
+        HEADER
+        + f"""
     g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y{extra_outputs}) {{
       c = Conv<pads=[1,1,1,1]>(x, w{", b" if bias else ""})
       y = BatchNormalization<epsilon=0.001>(c, scale, bias, mean, var)
       {extra_nodes}
-    }}""")
+    }}"""
+    )
     arrays = {
-        "w": rng.standard_normal((4, 3, 3, 3)), "b": rng.standard_normal(4), "scale": rng.uniform(0.5, 2, 4),
-        "bias": rng.standard_normal(4), "mean": rng.standard_normal(4), "var": rng.uniform(0.2, 3, 4),
+        "w": rng.standard_normal((4, 3, 3, 3)),
+        "b": rng.standard_normal(4),
+        "scale": rng.uniform(0.5, 2, 4),
+        "bias": rng.standard_normal(4),
+        "mean": rng.standard_normal(4),
+        "var": rng.uniform(0.2, 3, 4),
     }
     for name, array in arrays.items():
         if name == "b" and not bias:
@@ -39,8 +46,9 @@ def test_folds_batchnorm_into_conv_with_and_without_bias() -> None:
         fused, changed = apply(FuseConvBatchNormPass(), model)
         assert changed
         assert op_types(fused) == ["Conv"]
-        np.testing.assert_allclose(run_plain(fused, FEEDS)["y"], run_plain(model, FEEDS)["y"],
-                                   atol=TOL.atol, rtol=TOL.rtol)
+        np.testing.assert_allclose(
+            run_plain(fused, FEEDS)["y"], run_plain(model, FEEDS)["y"], atol=TOL.atol, rtol=TOL.rtol
+        )
 
 
 def test_tolerance_is_tight() -> None:
@@ -61,11 +69,14 @@ def test_does_not_fold_when_conv_output_is_a_graph_output() -> None:
 
 
 def test_does_not_fold_non_constant_parameters() -> None:
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[N, 3, 8, 8] x, float[4] scale) => (float[N, 4, 8, 8] y) {
       c = Conv<pads=[1,1,1,1]>(x, w)
       y = BatchNormalization(c, scale, scale, scale, scale)
-    }""")
+    }"""
+    )
     bind(model, "w", np.ones((4, 3, 3, 3), np.float32))
     _, changed = apply(FuseConvBatchNormPass(), model)
     assert not changed

@@ -10,11 +10,14 @@ HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
 
 
 def test_removes_unused_nodes_and_initializers() -> None:
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[2] x) => (float[2] y) {
       unused = Neg(x)
       y = Relu(x)
-    }""")
+    }"""
+    )
     model.graph.register_initializer(ir.Value(name="w", const_value=ir.tensor(np.ones(3, np.float32), name="w")))
     cleaned, changed = apply(DeadCodeEliminationPass(), model)
     assert changed
@@ -25,10 +28,13 @@ def test_removes_unused_nodes_and_initializers() -> None:
 
 
 def test_keeps_nodes_that_feed_outputs() -> None:
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[2] x) => (float[2] y, float[2] z) {
       y = Relu(x)
       z = Neg(y)
-    }""")
+    }"""
+    )
     _, changed = apply(DeadCodeEliminationPass(), model)
     assert not changed

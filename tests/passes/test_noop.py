@@ -11,7 +11,9 @@ X = {"x": np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5}
 
 
 def test_removes_identity_dropout_and_same_type_cast() -> None:
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[N, 3] x) => (float[N, 3] y) {
       a = Identity(x)
       b = Relu(a)
@@ -19,7 +21,8 @@ def test_removes_identity_dropout_and_same_type_cast() -> None:
       d = Cast<to=1>(x)
       e = Add(c, d)
       y = Sigmoid(e)
-    }""")
+    }"""
+    )
     before = run_plain(model, X)
     after_model, changed = apply(NoOpEliminationPass(), model)
     assert changed
@@ -28,11 +31,14 @@ def test_removes_identity_dropout_and_same_type_cast() -> None:
 
 
 def test_identity_feeding_graph_output_is_bypassed_and_keeps_the_output_name() -> None:
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[N, 3] x) => (float[N, 3] y) {
       a = Relu(x)
       y = Identity(a)
-    }""")
+    }"""
+    )
     after_model, changed = apply(NoOpEliminationPass(), model)
     assert changed
     assert op_types(after_model) == ["Relu"]
@@ -43,12 +49,15 @@ def test_identity_feeding_graph_output_is_bypassed_and_keeps_the_output_name() -
 def test_does_not_apply_when_it_must_not() -> None:
     # Identity from a graph input straight to a graph output must stay; a Cast that changes the
     # type is not a no-op; a training-mode Dropout is not a no-op; a used Dropout mask stays.
-    model = ir.from_onnx_text(HEADER + """
+    model = ir.from_onnx_text(
+        HEADER
+        + """
     g (float[N, 3] x) => (float[N, 3] y, double[N, 3] z, float[N, 3] w, bool[N, 3] m) {
       y = Identity(x)
       z = Cast<to=11>(x)
       w, m = Dropout(x)
-    }""")
+    }"""
+    )
     after_model, changed = apply(NoOpEliminationPass(), model)
     assert not changed
     assert op_types(after_model) == ["Identity", "Cast", "Dropout"]

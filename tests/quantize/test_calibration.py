@@ -78,5 +78,8 @@ def test_errors(tmp_path: Path) -> None:
         load_calibration(tmp_path / "data.csv", [IMAGE])
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "empty" / "a.png")
     with pytest.raises(CalibrationDataError, match="no static image size"):
-        load_calibration(tmp_path / "empty", [TensorSpec("image", np.dtype("float32"), ("b", 3, "h", "w"))],
-                         preprocess=ImagePreprocess())
+        load_calibration(
+            tmp_path / "empty",
+            [TensorSpec("image", np.dtype("float32"), ("b", 3, "h", "w"))],
+            preprocess=ImagePreprocess(),
+        )

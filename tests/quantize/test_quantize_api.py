@@ -44,8 +44,13 @@ def test_fp16_keeps_io_float32_and_reports_speed(fp32) -> None:  # type: ignore[
 def test_accuracy_floor_failure_is_reported(fp32) -> None:  # type: ignore[no-untyped-def]
     from modelport.verify.tolerance import SignalTolerance
 
-    result = quantize(fp32, "int8-static", calibration=CALIB[:2], bench_seconds=0.2,
-                      floor=SignalTolerance(min_sqnr_db=200.0, min_cosine=0.99))
+    result = quantize(
+        fp32,
+        "int8-static",
+        calibration=CALIB[:2],
+        bench_seconds=0.2,
+        floor=SignalTolerance(min_sqnr_db=200.0, min_cosine=0.99),
+    )
     assert result.accuracy_failure is not None
     assert any("breaks the accuracy floor" in w for w in result.warnings)
 

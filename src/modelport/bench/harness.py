@@ -21,6 +21,7 @@ from modelport.runners.base import Runner
 from modelport.verify.inputs import (
     InputPlan,
     effective_batch,
+    feeds_batch,
     generate_feeds,
     integer_input_ranges,
     merge_ranges,
@@ -135,7 +136,7 @@ def bench_runner(
         if deadline is not None and clock() >= deadline and n >= min_iterations:
             break
     total = clock() - start
-    batch = next((int(a.shape[0]) for a in feeds.values() if a.ndim > 0), 1)
+    batch = feeds_batch(runner.inputs, feeds)
     return _stats(name or runner.name, batch, warmup, np.asarray(latencies), total, runner.describe())
 
 
@@ -170,7 +171,7 @@ def bench_interleaved(
                 windows[i].append(clock() - t0)
                 n += 1
             totals[i] += clock() - start
-    batch = next((int(a.shape[0]) for a in feeds.values() if a.ndim > 0), 1)
+    batch = feeds_batch(runners[0].inputs, feeds)
     return [
         _stats(r.name, batch, warmup, np.asarray(lat), total, r.describe())
         for r, lat, total in zip(runners, windows, totals, strict=True)

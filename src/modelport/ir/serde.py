@@ -92,9 +92,13 @@ def _parse_failure(path: Path, error: Exception) -> str:
 def _check_complete(model: ir.Model, what: str) -> None:
     """Detect models that parsed but are incomplete (protobuf truncated at a field boundary)."""
     graph = model.graph
-    if "" not in model.opset_imports and any(n.domain in ("", "ai.onnx") for n in graph):
+    declared = set(model.opset_imports) | ({"ai.onnx"} if "" in model.opset_imports else set())
+    local_functions = {domain for domain, _name, _overload in model.functions}
+    undeclared = sorted({n.domain or "" for n in graph} - declared - local_functions)
+    if undeclared:
+        names = ", ".join(repr(d or "ai.onnx (default)") for d in undeclared)
         raise ModelLoadError(
-            f"{what} uses standard ONNX ops but declares no default opset — the file is truncated or corrupt"
+            f"{what} uses ops of domain {names} but declares no opset for it — the file is truncated or corrupt"
         )
     if len(graph.outputs) == 0:
         raise ModelLoadError(f"{what} has no graph outputs — the file is truncated or not an ONNX model")
@@ -165,6 +169,9 @@ def save(
         raise ModelSaveError(f"cannot create the output folder '{parent}': {e}") from e
     if external_data is None:
         external_data = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    if source is not None and target.resolve() == source:
+        # The side file is about to be replaced: the model must stop reading from it.
+        ir.external_data.load_to_model(model)
     data_name = target.name + ".data"
     tmpdir = Path(tempfile.mkdtemp(prefix=".modelport-", dir=parent))
     try:

@@ -50,8 +50,15 @@ def verify_manifest(folder: str | os.PathLike[str]) -> list[str]:
         raise RepositoryError(f"'{root}' has no {MANIFEST_NAME} — write one with write_manifest()")
     try:
         listed = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise RepositoryError(f"'{manifest}' is not a modelport manifest: {e}") from e
+    if not isinstance(listed, dict) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("sha256"), str) for entry in listed.values()
+    ):
+        raise RepositoryError(
+            f"'{manifest}' is not a modelport manifest: 'files' must map each path to {{\"sha256\": ...}} — "
+            "rewrite it with write_manifest()"
+        )
     problems = []
     present = {p.relative_to(root).as_posix() for p in _files(root)}
     for name, entry in sorted(listed.items()):

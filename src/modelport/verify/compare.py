@@ -10,7 +10,7 @@ from typing import Any
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds, Runner
 from modelport.verify.diff import OutputDiff, diff_outputs
-from modelport.verify.inputs import InputPlan, effective_batch, generate_feeds
+from modelport.verify.inputs import InputPlan, effective_batch, feeds_batch, generate_feeds
 from modelport.verify.tolerance import Tolerance
 
 __all__ = [
@@ -174,7 +174,7 @@ def compare_feeds(
     ref_out = reference.infer(feeds)
     cand_out = candidate.infer(feeds)
     diffs = diff_outputs(cand_out, ref_out, tolerance)
-    batch = next((int(a.shape[0]) for a in feeds.values() if a.ndim > 0), 1)
+    batch = feeds_batch(reference.inputs, feeds)
     inputs = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "values": label} for k, v in feeds.items()}
     logger.debug("compared batch %d (%s): %s", batch, label, [d.reason for d in diffs])
     return BatchComparison(batch, label, inputs, diffs)

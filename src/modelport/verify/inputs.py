@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_INT_RANGE",
     "InputPlan",
     "effective_batch",
+    "feeds_batch",
     "generate_feeds",
     "integer_input_ranges",
     "merge_ranges",
@@ -117,13 +118,31 @@ def effective_batch(specs: Sequence[TensorSpec], batch: int) -> int:
     return first[0]
 
 
+def feeds_batch(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray[Any, Any]]) -> int:
+    """The batch size of ``feeds``: axis 0 of the first input whose axis 0 is dynamic.
+
+    Inputs with a static axis 0 (an auxiliary ``scale: float[1]``) do not say the batch; when
+    every input is static the first one's axis 0 is the batch.
+    """
+    by_name = {s.name: s for s in specs}
+    sized = [(name, a) for name, a in feeds.items() if a.ndim > 0]
+    for name, array in sized:
+        spec = by_name.get(name)
+        if spec is not None and spec.shape and not isinstance(spec.shape[0], int):
+            return int(array.shape[0])
+    return int(sized[0][1].shape[0]) if sized else 1
+
+
 def generate_feeds(specs: Sequence[TensorSpec], plan: InputPlan | None = None) -> dict[str, np.ndarray[Any, Any]]:
     """Feeds for ``specs`` following ``plan``; deterministic for a given seed."""
     plan = plan or InputPlan()
     rng = np.random.default_rng(plan.seed)
+    # A dimension named on axis 0 is the batch, wherever else the same name appears.
+    batch_labels = {s.shape[0]: plan.batch for s in specs if s.shape and isinstance(s.shape[0], str)}
+    dims = {**batch_labels, **plan.dims}
     feeds: dict[str, np.ndarray[Any, Any]] = {}
     for spec in specs:
-        shape = concrete_shape(spec, batch=plan.batch, dims=plan.dims, default_dim=plan.default_dim)
+        shape = concrete_shape(spec, batch=plan.batch, dims=dims, default_dim=plan.default_dim)
         feeds[spec.name] = _values(spec, shape, plan, rng)
     return feeds
 

@@ -1,0 +1,169 @@
+"""OrtRunner on models built in code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from modelport.errors import BackendError, InputDtypeError, InputShapeError
+from modelport.ir.serde import load, save, to_bytes
+from modelport.ir.specs import TensorSpec
+from modelport.runners.onnxruntime import OrtRunner
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+def affine_model() -> ir.Model:
+    """y = relu(x * w + b), k_next = k + 1: a float and an int64 input, dynamic batch."""
+    return ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        affine (float[N, 3] x, int64[N] k) => (float[N, 3] y, int64[N] k_next)
+        <float[3] w = {0.5, -1.0, 2.0}, float[3] b = {0.1, 0.2, -0.3}, int64 one = {1}>
+        {
+            t = Mul(x, w)
+            u = Add(t, b)
+            y = Relu(u)
+            k_next = Add(k, one)
+        }
+        """
+    )
+
+
+def expected(feeds: Arrays) -> Arrays:
+    w = np.array([0.5, -1.0, 2.0], np.float32)
+    b = np.array([0.1, 0.2, -0.3], np.float32)
+    return {"y": np.maximum(feeds["x"] * w + b, 0), "k_next": feeds["k"] + 1}
+
+
+def make_feeds(batch: int) -> Arrays:
+    rng = np.random.default_rng(batch)
+    return {
+        "x": rng.standard_normal((batch, 3)).astype(np.float32),
+        "k": rng.integers(-5, 5, size=batch).astype(np.int64),
+    }
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    return save(affine_model(), tmp_path / "affine.onnx")
+
+
+def test_path_bytes_and_model_give_identical_outputs(model_path: Path) -> None:
+    feeds = make_feeds(4)
+    sources: list[Any] = [model_path, str(model_path), model_path.read_bytes(), load(model_path)]
+    results = []
+    for source in sources:
+        with OrtRunner(source, graph_optimization="disable") as runner:
+            results.append(runner.infer(feeds))
+    for out in results[1:]:
+        assert list(out) == ["y", "k_next"]
+        np.testing.assert_array_equal(out["y"], results[0]["y"])
+        np.testing.assert_array_equal(out["k_next"], results[0]["k_next"])
+    want = expected(feeds)
+    np.testing.assert_allclose(results[0]["y"], want["y"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(results[0]["k_next"], want["k_next"])
+
+
+def test_in_memory_model_runs_without_a_file() -> None:
+    feeds = make_feeds(2)
+    with OrtRunner(affine_model()) as runner:
+        out = runner.infer(feeds)
+    np.testing.assert_allclose(out["y"], expected(feeds)["y"], rtol=1e-6, atol=1e-6)
+    with OrtRunner(to_bytes(affine_model())) as runner:
+        np.testing.assert_array_equal(runner.infer(feeds)["y"], out["y"])
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
+def test_graph_optimization_levels_agree(model_path: Path, level: Any) -> None:
+    feeds = make_feeds(3)
+    with OrtRunner(model_path, graph_optimization=level, intra_op_threads=1) as runner:
+        out = runner.infer(feeds)
+    np.testing.assert_allclose(out["y"], expected(feeds)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_specs_come_from_the_session(model_path: Path) -> None:
+    with OrtRunner(model_path) as runner:
+        assert runner.inputs == [
+            TensorSpec("x", np.dtype("float32"), ("N", 3)),
+            TensorSpec("k", np.dtype("int64"), ("N",)),
+        ]
+        assert runner.outputs == [
+            TensorSpec("y", np.dtype("float32"), ("N", 3)),
+            TensorSpec("k_next", np.dtype("int64"), ("N",)),
+        ]
+
+
+def test_name_defaults(model_path: Path) -> None:
+    assert OrtRunner(model_path).name == "affine"
+    assert OrtRunner(str(model_path)).name == "affine"
+    assert OrtRunner(model_path.read_bytes()).name == "model"
+    assert OrtRunner(model_path, name="custom").name == "custom"
+
+
+def test_unknown_provider(model_path: Path) -> None:
+    runner = OrtRunner(model_path, providers=["FooExecutionProvider"])
+    with pytest.raises(
+        BackendError,
+        match=r"ONNX Runtime has no FooExecutionProvider here \(available: .*CPUExecutionProvider"
+        r".*\) — install the matching onnxruntime package",
+    ):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_unparseable_bytes() -> None:
+    runner = OrtRunner(b"definitely not onnx")
+    with pytest.raises(BackendError, match="ONNX Runtime could not load model 'model'"):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_engine_failure_is_backend_error(model_path: Path) -> None:
+    feeds = make_feeds(2)
+    feeds["x"] = feeds["x"].astype(np.float64)
+    with OrtRunner(model_path) as runner:
+        with pytest.raises(InputDtypeError, match=r"arr\.astype\(np\.float32\)"):
+            runner.infer(feeds)
+        with pytest.raises(BackendError, match="ONNX Runtime failed running model 'affine'"):
+            runner.infer(feeds, check=False)
+
+
+def test_feeds_checked_against_session_specs(model_path: Path) -> None:
+    feeds = make_feeds(2)
+    feeds["x"] = np.zeros((2, 4), np.float32)
+    with OrtRunner(model_path) as runner, pytest.raises(InputShapeError, match=r"^input 'x' has size 4 on axis 1"):
+        runner.infer(feeds)
+
+
+def test_session_only_while_active(model_path: Path) -> None:
+    runner = OrtRunner(model_path)
+    with pytest.raises(BackendError, match="onnxruntime runner for 'affine' is not active"):
+        _ = runner.session
+    with runner:
+        assert runner.session is not None
+        assert [i.name for i in runner.session.get_inputs()] == ["x", "k"]
+    with pytest.raises(BackendError, match="is not active"):
+        _ = runner.session
+
+
+def test_describe(model_path: Path) -> None:
+    runner = OrtRunner(model_path, intra_op_threads=2, graph_optimization="basic")
+    assert runner.describe() == {
+        "backend": "onnxruntime",
+        "providers": ["CPUExecutionProvider"],
+        "intra_op_threads": 2,
+        "inter_op_threads": "default",
+        "graph_optimization": "basic",
+    }
+
+
+def test_records_inference_time(model_path: Path) -> None:
+    with OrtRunner(model_path) as runner:
+        runner.infer(make_feeds(1))
+        assert runner.last_inference_time is not None
+        assert runner.last_inference_time > 0.0
