@@ -10,7 +10,7 @@ import pytest
 from modelport.errors import PassError
 from modelport.ir.serde import load
 from modelport.passes import Pass, create_pass
-from modelport.passes.manager import optimize, require_verified
+from modelport.passes.manager import model_stats, optimize, require_verified
 from modelport.verify.tolerance import EXACT, Tolerance
 
 
@@ -43,6 +43,7 @@ def test_example_model_is_optimized_and_verified(example_path: Path) -> None:
     ops = {n.op_type for n in result.model.graph}
     assert "BatchNormalization" not in ops and "Dropout" not in ops and "Identity" not in ops
     assert result.nodes_after < result.nodes_before
+    assert (result.nodes_after, result.bytes_after) == model_stats(result.model)
     assert result.verified_batches == [1, 2]
     assert all(s.max_abs_error is None or s.max_abs_error < 1e-3 for s in result.steps)
     assert sum(1 for n in model.graph if n.op_type == "BatchNormalization") == 20  # input untouched

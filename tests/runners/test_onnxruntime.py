@@ -167,3 +167,14 @@ def test_records_inference_time(model_path: Path) -> None:
         runner.infer(make_feeds(1))
         assert runner.last_inference_time is not None
         assert runner.last_inference_time > 0.0
+
+
+def test_string_tensors_accept_bytes_and_reject_non_utf8() -> None:
+    model = ir.from_onnx_text(
+        '<ir_version: 8, opset_import: ["" : 17]> g (string[N] s) => (string[N] t) { t = Identity(s) }'
+    )
+    with OrtRunner(model) as runner:
+        out = runner.infer({"s": np.array([b"ab", "c\u00e9"], dtype=object)})
+        assert out["t"].tolist() == ["ab", "c\u00e9"]  # not "b'ab'"
+        with pytest.raises(InputDtypeError, match="input 's' holds bytes that are not UTF-8 text"):
+            runner.infer({"s": np.array([b"\xff"], dtype=object)})

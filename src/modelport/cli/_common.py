@@ -19,6 +19,7 @@ __all__ = [
     "console",
     "emit_json",
     "parse_csv_ints",
+    "parse_dims",
     "plan_from_args",
 ]
 
@@ -82,12 +83,18 @@ def parse_csv_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def parse_dims(items: list[str]) -> dict[str, int]:
+    """``--dim LABEL=SIZE`` options as a mapping."""
+    dims = {k: int(v) for k, v in _pairs(items, "--dim", "LABEL=SIZE").items() if v.isdigit()}
+    if len(dims) != len(items):
+        raise SystemExit("error: --dim sizes must be positive integers, e.g. --dim seq=128")
+    return dims
+
+
 def plan_from_args(args: argparse.Namespace) -> InputPlan:
     from modelport.verify.inputs import InputPlan
 
-    dims = {k: int(v) for k, v in _pairs(args.dim, "--dim", "LABEL=SIZE").items() if v.isdigit()}
-    if len(dims) != len(args.dim):
-        raise SystemExit("error: --dim sizes must be positive integers, e.g. --dim seq=128")
+    dims = parse_dims(args.dim)
     ranges: dict[str, tuple[int, int]] = {}
     for name, value in _pairs(args.int_range, "--int-range", "INPUT=LO:HI").items():
         lo, sep, hi = value.partition(":")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from modelport.cli._common import add_json, console, emit_json
+from modelport.cli._common import add_json, console, emit_json, parse_dims
 
 __all__ = ["add_parser", "run"]
 
@@ -30,13 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from modelport.ir.serde import load
     from modelport.ir.summary import summarize
 
-    dims = {}
-    for item in args.dim:
-        key, _, value = item.partition("=")
-        if not value.isdigit():
-            raise SystemExit(f"error: --dim '{item}' must be LABEL=SIZE")
-        dims[key] = int(value)
-    summary = summarize(load(args.model), batch=args.batch, dims=dims)
+    summary = summarize(load(args.model), batch=args.batch, dims=parse_dims(args.dim))
     if args.json:
         emit_json(summary.to_dict())
         return 0

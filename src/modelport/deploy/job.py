@@ -65,11 +65,6 @@ class DeployResult:
     repository: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def speedup(self, batch: int) -> float | None:
-        base = next((b for b in self.bench if b.name == "fp32 (input)" and b.batch == batch), None)
-        final = next((b for b in self.bench if b.name.startswith("final") and b.batch == batch), None)
-        return base.median_ms / final.median_ms if base and final else None
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from modelport.deploy.job import DeployResult
@@ -144,16 +144,10 @@ def render_markdown(result: DeployResult) -> str:
     return "\n".join(parts)
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def write_reports(result: DeployResult) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.json`` into the result's output folder."""
     md = result.outdir / "report.md"
     js = result.outdir / "report.json"
     _atomic_write(md, render_markdown(result))
-    _atomic_write(js, json.dumps(result.to_dict(), indent=2, default=_default))
+    _atomic_write(js, json.dumps(result.to_dict(), indent=2, default=str))
     return md, js

@@ -161,21 +161,23 @@ def optimize(
         verified_batches=verifier.batches if verifier else [],
     )
     budget = EXACT
+    stats = (nodes0, bytes0)
     for p in chosen:
         if progress:
             progress(p.name)
-        step, current, budget = _run_one(p, current, verifier, budget)
+        step, current, budget = _run_one(p, current, stats, verifier, budget)
+        stats = (step.nodes_after, step.bytes_after)  # equal to "before" when nothing was kept
         result.steps.append(step)
     result.model = current
-    result.nodes_after, result.bytes_after = model_stats(current)
+    result.nodes_after, result.bytes_after = stats
     result.seconds = time.perf_counter() - start
     return result
 
 
 def _run_one(
-    p: Pass, current: ir.Model, verifier: _Verifier | None, budget: Tolerance
+    p: Pass, current: ir.Model, stats: tuple[int, int], verifier: _Verifier | None, budget: Tolerance
 ) -> tuple[PassStep, ir.Model, Tolerance]:
-    nodes, size = model_stats(current)
+    nodes, size = stats
     candidate = clone(current)
     t0 = time.perf_counter()
     step = PassStep(p.name, "no change", nodes, nodes, size, size, 0.0, tolerance=str(p.tolerance))

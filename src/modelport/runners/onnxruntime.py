@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import onnx_ir as ir
 
-from modelport.errors import BackendError
+from modelport.errors import BackendError, InputDtypeError
 from modelport.ir.serde import to_bytes
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds, Outputs, Runner
@@ -93,8 +94,9 @@ class OrtRunner(Runner):
         return _session_specs(self._session.get_outputs())
 
     def _infer(self, feeds: Feeds) -> Outputs:
+        converted = {name: _text_tensor(name, a) if a.dtype == object else a for name, a in feeds.items()}
         try:
-            values = self._session.run(None, dict(feeds))
+            values = self._session.run(None, converted)
         except Exception as e:
             raise BackendError(f"ONNX Runtime failed running model '{self.name}': {e}") from e
         return {spec.name: value for spec, value in zip(self.outputs, values, strict=True)}
@@ -115,6 +117,20 @@ class OrtRunner(Runner):
         }
 
 
+def _text_tensor(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """ONNX Runtime takes string tensors as ``str``; given ``bytes`` it would store their repr."""
+    try:
+        decoded = [b.decode() if isinstance(b, bytes) else b for b in array.reshape(-1)]
+    except UnicodeDecodeError as e:
+        raise InputDtypeError(
+            f"input '{name}' holds bytes that are not UTF-8 text, and ONNX Runtime takes string tensors "
+            "as text — send UTF-8 strings"
+        ) from e
+    out = np.empty(array.size, dtype=object)
+    out[:] = decoded
+    return out.reshape(array.shape)
+
+
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -133,8 +149,6 @@ _ORT_TYPES = {
 
 
 def _session_specs(args: list[Any]) -> list[TensorSpec]:
-    import numpy as np
-
     specs = []
     for arg in args:
         dtype = _ORT_TYPES.get(arg.type)

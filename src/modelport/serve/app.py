@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from starlette.routing import Route
 from modelport import __version__
 from modelport.errors import InputError, ModelNotFoundError, ModelportError, ProtocolError
 from modelport.ir.specs import TensorSpec
-from modelport.runners.base import Feeds, check_feeds
+from modelport.runners.base import check_feeds
 from modelport.serve.protocol import HEADER_LENGTH, datatype_of, encode_response, parse_request
 from modelport.serve.repository import ModelRepository, ServedModel
 
@@ -163,8 +162,7 @@ def _infer(model: ServedModel, body: bytes, header_length: str | None) -> Respon
     selected = parsed.select_outputs([s.name for s in runner.outputs], model_name=model.label)
     check_feeds(runner.inputs, parsed.inputs, model_name=model.label)
     model.check_batch(parsed.inputs)
-    feeds = _ort_feeds(parsed.inputs, runner.inputs)
-    results = runner.infer(feeds, check=False)
+    results = runner.infer(parsed.inputs, check=False)
     encoded = encode_response(
         {o.name: results[o.name] for o in selected},
         model_name=model.name,
@@ -173,27 +171,6 @@ def _infer(model: ServedModel, body: bytes, header_length: str | None) -> Respon
         binary={o.name for o in selected if o.binary},
     )
     return Response(encoded.body, headers=encoded.headers)
-
-
-def _ort_feeds(feeds: Feeds, specs: list[TensorSpec]) -> Feeds:
-    """Feeds for ONNX Runtime, which takes string tensors as ``str`` (BYTES arrive as ``bytes``)."""
-    text = {s.name for s in specs if s.dtype.kind == "O"}
-    if not text:
-        return feeds
-    converted = dict(feeds)
-    for name in text:
-        array = feeds[name]
-        try:
-            decoded = [b.decode() if isinstance(b, bytes) else b for b in array.reshape(-1)]
-        except UnicodeDecodeError as e:
-            raise ProtocolError(
-                f"input '{name}' holds bytes that are not UTF-8 text, and ONNX Runtime takes "
-                "string tensors as text — send UTF-8 strings"
-            ) from e
-        out = np.empty(array.size, dtype=object)
-        out[:] = decoded
-        converted[name] = out.reshape(array.shape)
-    return converted
 
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
