@@ -8,14 +8,15 @@ pass against it and rolls the pass back when it is exceeded. Pure rewiring passe
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes
 
 from modelport.verify.tolerance import EXACT, Tolerance
 
-__all__ = ["Pass", "bypass", "only_consumer"]
+__all__ = ["Pass", "add_initializer", "bypass", "const_array", "only_consumer"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,36 @@ class Pass(onnx_ir.passes.InPlacePass):
     name: ClassVar[str] = "pass"
     #: What the pass may change numerically, relative to its input.
     tolerance: ClassVar[Tolerance] = EXACT
+    #: Targets the pass may run for: "generic" (standard ONNX only) and/or "onnxruntime".
+    targets: ClassVar[frozenset[str]] = frozenset({"generic", "onnxruntime"})
+    #: True when the rewrite can make some engine slower (e.g. a wider Conv): the manager then
+    #: times the result on the target and reverts the pass if it is slower.
+    may_slow: ClassVar[bool] = False
+
+
+def const_array(value: ir.Value | None) -> np.ndarray[Any, Any] | None:
+    """The value's constant contents (initializer or Constant node) as numpy, or None."""
+    if value is None:
+        return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def add_initializer(graph: ir.Graph, array: np.ndarray[Any, Any], name: str) -> ir.Value:
+    """Register ``array`` as a new initializer of ``graph`` under a name not yet used there."""
+    taken = set(graph.initializers)
+    unique, i = name, 1
+    while unique in taken:
+        unique, i = f"{name}_{i}", i + 1
+    array = np.asarray(array)
+    value = ir.Value(
+        name=unique,
+        const_value=ir.tensor(array, name=unique),
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+    )
+    graph.register_initializer(value)
+    return value
 
 
 def only_consumer(value: ir.Value, consumer: ir.Node) -> str | None:
