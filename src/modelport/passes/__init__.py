@@ -5,9 +5,9 @@ from __future__ import annotations
 from modelport.errors import PassError
 from modelport.passes.base import Pass
 from modelport.passes.constant_folding import ConstantFoldingPass
-from modelport.passes.conv_bn import FuseConvBatchNormPass
 from modelport.passes.dead_code import DeadCodeEliminationPass
 from modelport.passes.noop import NoOpEliminationPass
+from modelport.passes.rules.conv_bn import FuseConvBatchNormPass
 
 __all__ = [
     "DEFAULT_PIPELINE",

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from modelport.passes.base import Pass, only_consumer
+from modelport.passes.base import const_array, only_consumer
+from modelport.passes.rules.base import Rule, RulePass
 from modelport.verify.tolerance import Tolerance
 
-__all__ = ["FuseConvBatchNormPass"]
+__all__ = ["ConvBatchNormRule", "FuseConvBatchNormPass"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,6 @@ class _Match:
     epsilon: float
 
 
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
-        return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return None if tensor is None else tensor.numpy()
-
-
 def _check(bn: ir.Node) -> _Match | str:
     """The match for a BatchNormalization node, or the reason the rule does not apply."""
     x = bn.inputs[0]
@@ -61,9 +55,9 @@ def _check(bn: ir.Node) -> _Match | str:
         return "BatchNormalization is in training mode"
     if any(out.uses() or out.is_graph_output() for out in bn.outputs[1:]):
         return "BatchNormalization's running-statistics outputs are used"
-    params = [_const(v) for v in bn.inputs[1:5]]
-    weight = _const(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    bias = _const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+    params = [const_array(v) for v in bn.inputs[1:5]]
+    weight = const_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    bias = const_array(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
     if weight is None or any(p is None for p in params):
         return "Conv weight or BatchNormalization parameters are not constants"
     if len(conv.inputs) > 2 and conv.inputs[2] is not None and bias is None:
@@ -102,23 +96,23 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
     ir.convenience.replace_nodes_and_values(graph, m.bn, [m.conv, m.bn], [fused], [m.bn.outputs[0]], [fused.outputs[0]])
 
 
-class FuseConvBatchNormPass(Pass):
+class ConvBatchNormRule(Rule[_Match]):
+    """Conv -> BatchNormalization  =>  Conv with folded weights and bias."""
+
+    name = "conv-bn"
+    op_types = frozenset({"BatchNormalization"})
+
+    def check(self, node: ir.Node) -> _Match | str:
+        return _check(node)
+
+    def rewrite(self, graph: ir.Graph, match: _Match) -> None:
+        _rewrite(graph, match)
+
+
+class FuseConvBatchNormPass(RulePass):
     """Fold inference-mode BatchNormalization into the Conv that feeds it."""
 
     name = "conv-bn"
     # float64 folding, rounded once to float32: differences are reassociation noise.
     tolerance = Tolerance(atol=1e-5, rtol=1e-5)
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for graph in model.graphs():
-            for node in list(graph):
-                if node.op_type != "BatchNormalization" or node.domain != "":
-                    continue
-                match = _check(node)
-                if isinstance(match, str):
-                    logger.debug("conv-bn: skip '%s': %s", node.name, match)
-                    continue
-                _rewrite(graph, match)
-                modified = True
-        return ir.passes.PassResult(model, modified=modified)
+    rules = (ConvBatchNormRule(),)
