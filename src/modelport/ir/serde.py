@@ -24,6 +24,7 @@ __all__ = [
     "check_model",
     "clone",
     "from_bytes",
+    "infer_shapes",
     "load",
     "save",
     "source_path",
@@ -250,3 +251,39 @@ def check_model(model: ir.Model, *, full: bool = False) -> None:
         onnx.checker.check_model(proto, full_check=full)
     except Exception as e:
         raise InvalidModelError(f"the ONNX checker rejected the model: {e}") from e
+
+
+def infer_shapes(model: ir.Model) -> bool:
+    """Run ONNX shape inference and merge the inferred types and shapes into ``model``.
+
+    Large weights are left out of the call (the model may be far over 2 GiB). Unlike onnx-ir's
+    ShapeInferencePass, whole *types* are merged, so a sequence or optional value keeps its kind
+    (the onnx-ir pass sets ``dtype``, which turns an untyped ``seq(tensor(float))`` into a plain
+    float tensor and makes the model invalid). Returns whether anything changed; a model the
+    inference rejects is left unchanged.
+    """
+    import onnx
+    from onnx_ir.passes.common import _c_api_utils
+
+    def infer(proto: Any) -> Any:
+        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+
+    try:
+        inferred = ir.serde.deserialize_model(_c_api_utils.call_onnx_api(infer, model))
+    except Exception as e:
+        logger.debug("shape inference failed, model left unchanged: %s", e)
+        return False
+    changed = False
+    for original, result in zip(model.graphs(), inferred.graphs(), strict=False):
+        known = ir.convenience.create_value_mapping(result)
+        for name, value in ir.convenience.create_value_mapping(original).items():
+            other = known.get(name)
+            if other is None:
+                continue
+            if other.type is not None and value.type != other.type:
+                value.type = other.type
+                changed = True
+            if other.shape is not None and value.shape != other.shape:
+                value.shape = other.shape
+                changed = True
+    return changed

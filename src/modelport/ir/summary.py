@@ -148,7 +148,7 @@ def count_macs(
     Returns (total or None when no shape could be inferred, MACs per op type, the input shapes
     used). Dynamic dims are filled as in :func:`concrete_shape`.
     """
-    from onnx_ir.passes import common
+    from modelport.ir.serde import infer_shapes
 
     work = clone(model)
     used: dict[str, list[int]] = {}
@@ -162,7 +162,7 @@ def count_macs(
         for out in node.outputs:
             if not out.is_graph_output():
                 out.shape = None
-    common.ShapeInferencePass(strict_mode=False)(work)
+    infer_shapes(work)
     by_op: Counter[str] = Counter()
     known = False
     for node in _all_nodes(work):

@@ -1,6 +1,15 @@
-"""Optimization passes (one file each) and the manager that verifies every one of them."""
+"""Optimization passes (one file each), their registry, and the pipelines per target.
+
+A pipeline entry ``"a+b"`` runs passes ``a`` and ``b`` as one step, judged together: an enabling
+rewrite that only pays off when the next pass consumes it (BatchNorm turned into Mul/Add, then
+folded into the Conv before it) is verified, counted and timed with its follow-up.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+import onnx_ir as ir
 
 from modelport.errors import PassError
 from modelport.passes.base import Pass
@@ -8,16 +17,20 @@ from modelport.passes.constant_folding import ConstantFoldingPass
 from modelport.passes.dead_code import DeadCodeEliminationPass
 from modelport.passes.noop import NoOpEliminationPass
 from modelport.passes.rules.conv_bn import FuseConvBatchNormPass
+from modelport.verify.tolerance import EXACT, Tolerance
 
 __all__ = [
     "DEFAULT_PIPELINE",
     "PASSES",
+    "PIPELINES",
     "ConstantFoldingPass",
     "DeadCodeEliminationPass",
     "FuseConvBatchNormPass",
     "NoOpEliminationPass",
     "Pass",
+    "SequencePass",
     "create_pass",
+    "pipeline",
 ]
 
 #: Registry: pass name -> class.
@@ -31,13 +44,63 @@ PASSES: dict[str, type[Pass]] = {
     )
 }
 
-#: The order ``modelport optimize`` runs by default.
-DEFAULT_PIPELINE: tuple[str, ...] = ("noop", "constant-folding", "conv-bn", "dead-code")
+#: The order ``modelport optimize`` runs, per target.
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "generic": ("noop", "constant-folding", "conv-bn", "dead-code"),
+    "onnxruntime": ("noop", "constant-folding", "conv-bn", "dead-code"),
+}
+
+#: The generic pipeline (kept under its historical name).
+DEFAULT_PIPELINE: tuple[str, ...] = PIPELINES["generic"]
+
+
+class SequencePass(Pass):
+    """Several passes run as one step (registry name ``"a+b"``)."""
+
+    name: ClassVar[str] = "sequence"
+
+    def __init__(self, parts: list[Pass]) -> None:
+        super().__init__()
+        self.parts = parts
+        self.step_name = "+".join(p.name for p in parts)
+
+    @property
+    def step_tolerance(self) -> Tolerance:
+        total = EXACT
+        for p in self.parts:
+            total = total + p.tolerance
+        return total
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for p in self.parts:
+            modified = p(model).modified or modified
+        return ir.passes.PassResult(model, modified=modified)
 
 
 def create_pass(name: str) -> Pass:
-    """A pass instance by registry name."""
+    """A pass instance by registry name; ``"a+b"`` runs ``a`` then ``b`` as one step."""
+    if "+" in name:
+        return _sequence([create_pass(part) for part in name.split("+")])
     cls = PASSES.get(name)
     if cls is None:
         raise PassError(f"unknown pass '{name}' — choose from: {', '.join(PASSES)}")
     return cls()
+
+
+def _sequence(parts: list[Pass]) -> Pass:
+    seq = SequencePass(parts)
+    # Per-instance identity for the manager's report and checks.
+    seq.name = seq.step_name  # type: ignore[misc]
+    seq.tolerance = seq.step_tolerance  # type: ignore[misc]
+    seq.targets = frozenset.intersection(*(p.targets for p in parts))  # type: ignore[misc]
+    seq.may_slow = any(p.may_slow for p in parts)  # type: ignore[misc]
+    return seq
+
+
+def pipeline(target: str = "generic") -> list[Pass]:
+    """Fresh pass instances of the default pipeline for ``target``."""
+    names = PIPELINES.get(target)
+    if names is None:
+        raise PassError(f"unknown target '{target}' — choose from: {', '.join(PIPELINES)}")
+    return [create_pass(name) for name in names]

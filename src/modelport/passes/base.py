@@ -83,8 +83,12 @@ def bypass(node: ir.Node, source: ir.Value) -> str | None:
     graph = node.graph
     if graph is None:
         return "node is not in a graph"
-    if output.is_graph_output() and (source.is_graph_input() or source.is_initializer() or source.is_graph_output()):
-        return f"'{output.name}' is a graph output fed directly by '{source.name}'"
+    if output.is_graph_output():
+        producer = source.producer()
+        if producer is None or producer.graph is not graph or source.is_graph_output():
+            # ONNX Runtime rejects a graph (or subgraph) output that is an input, an initializer,
+            # another output or an outer-scope value: the node has to stay.
+            return f"'{output.name}' is a graph output and '{source.name}' cannot take its place"
     if source.shape is None:
         source.shape = output.shape
     if source.type is None:

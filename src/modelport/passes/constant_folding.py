@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common
 
-from modelport.ir.serde import to_bytes
+from modelport.ir.serde import infer_shapes, to_bytes
 from modelport.passes.base import Pass
 from modelport.verify.tolerance import Tolerance
 
@@ -99,7 +99,7 @@ class ConstantFoldingPass(Pass):
         self.size_limit = size_limit
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        common.ShapeInferencePass(strict_mode=False)(model)
+        infer_shapes(model)
         graph = model.graph
         shapes_folded = _fold_static_shapes(graph)
         foldable, known = _constant_nodes(graph)
@@ -116,6 +116,9 @@ class ConstantFoldingPass(Pass):
         values = self._evaluate(model, foldable, frontier)
         modified = shapes_folded
         for value, array in zip(frontier, values, strict=True):
+            if not isinstance(array, np.ndarray):
+                logger.debug("not folding '%s': a %s is not a tensor", value.name, type(array).__name__)
+                continue
             if array.nbytes > self.size_limit and array.nbytes > _cone_bytes(value, set()):
                 logger.debug("not folding '%s': %d bytes would grow the model", value.name, array.nbytes)
                 continue

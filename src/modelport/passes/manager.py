@@ -1,10 +1,20 @@
-"""Run passes one at a time, verify each against the input model, roll back what breaks it.
+"""Run passes one at a time, verify each, keep only what is correct, smaller and not slower.
 
-Reference outputs are computed once from the input model (ONNX Runtime, graph optimizations off,
-so that ORT's own rewrites do not mask ours) at batch 1 and at a second batch size. After every
-pass that changed the graph, the model is run on the same inputs and compared with the tolerance
-accumulated by the passes accepted so far plus this pass's own. A pass that exceeds it, or that
-raises, is rolled back and reported; the optimizer never returns a model it did not verify.
+For every pass the manager works on a copy of the current model and then decides:
+
+1. **Correct** — the copy is verified against the input model (see :mod:`.verification`: the
+   whole model on generated inputs at batch 1 and a second batch size, or, for models beyond the
+   memory budget, the rewritten region alone) with the tolerance accumulated by the passes
+   accepted so far plus this pass's own. A pass that exceeds it, or raises, is rolled back.
+2. **Not bigger** — a pass that adds nodes is reverted (node count includes subgraphs).
+3. **Not slower on the target** — a pass marked ``may_slow`` (a wider Conv, a Gemm turned into a
+   Conv, engine-specific fusions) is timed side by side with the model before it, on the target
+   engine, and reverted when it is slower. The target ``generic`` is timed on ONNX Runtime with
+   its own graph optimizations off (the graph as any engine receives it); ``onnxruntime`` at
+   ORT's default level, as it will run.
+
+Every decision is a :class:`PassStep` in the report; the optimizer never returns a model it did
+not verify (unless the caller turned verification off, and then every step says so).
 """
 
 from __future__ import annotations
@@ -13,19 +23,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import onnx_ir as ir
 
 from modelport.errors import PassError
 from modelport.ir.serde import clone, to_bytes
 from modelport.passes.base import Pass
-from modelport.runners.onnxruntime import OrtRunner
-from modelport.verify.diff import OutputDiff, diff_outputs
+from modelport.passes.verification import FullVerifier, RegionVerifier, weight_bytes
+from modelport.runners.onnxruntime import GraphOptimization
 from modelport.verify.inputs import (
     InputPlan,
-    effective_batch,
     generate_feeds,
     integer_input_ranges,
     merge_ranges,
@@ -33,6 +41,7 @@ from modelport.verify.inputs import (
 from modelport.verify.tolerance import EXACT, Tolerance
 
 __all__ = [
+    "TARGETS",
     "OptimizeResult",
     "PassStep",
     "default_passes",
@@ -43,13 +52,26 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Target = Literal["generic", "onnxruntime"]
+VerifyMode = Literal["auto", "full", "region", "off"]
+
+#: What ``target`` may be.
+TARGETS: tuple[str, ...] = ("generic", "onnxruntime")
+
+#: Above this many bytes of weights, ``verify="auto"`` verifies rewritten regions instead of
+#: running the whole model once per pass.
+REGION_VERIFY_BYTES = 512 << 20
+
+#: A may-slow pass is kept only if its median latency is within this factor of the model before.
+SLOWER_MARGIN = 1.02
+
 
 @dataclass
 class PassStep:
     """What one pass did."""
 
     name: str
-    status: str  # "applied", "no change", "rolled back", "failed"
+    status: str  # "applied", "no change", "rolled back", "reverted", "failed"
     nodes_before: int
     nodes_after: int
     bytes_before: int
@@ -58,6 +80,8 @@ class PassStep:
     max_abs_error: float | None = None
     tolerance: str = ""
     reason: str = ""
+    verification: str = ""
+    latency_ms: tuple[float, float] | None = None  # (before, after) when the pass was timed
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -68,153 +92,218 @@ class OptimizeResult:
     """The optimized model and the per-pass report."""
 
     model: ir.Model
+    target: str = "generic"
     steps: list[PassStep] = field(default_factory=list)
     nodes_before: int = 0
     nodes_after: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    verification: str = ""
     verified_batches: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def rolled_back(self) -> list[PassStep]:
+        """Passes undone because they broke the model (not those reverted for size or speed)."""
         return [s for s in self.steps if s.status in ("rolled back", "failed")]
+
+    @property
+    def reverted(self) -> list[PassStep]:
+        """Passes undone because they added nodes or were slower on the target."""
+        return [s for s in self.steps if s.status == "reverted"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "target": self.target,
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
+            "verification": self.verification,
             "verified_batches": self.verified_batches,
             "seconds": self.seconds,
             "steps": [s.to_dict() for s in self.steps],
         }
 
 
+def _node_count(model: ir.Model) -> int:
+    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+
+
 def model_stats(model: ir.Model) -> tuple[int, int]:
-    """(node count including subgraphs, serialized size in bytes)."""
-    nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
-    return nodes, len(to_bytes(model))
+    """(node count including subgraphs, serialized size in bytes).
+
+    The size is exact for models that serialize to one buffer and the weight bytes otherwise.
+    """
+    weights = weight_bytes(model)
+    if weights > REGION_VERIFY_BYTES:
+        return _node_count(model), weights
+    return _node_count(model), len(to_bytes(model))
 
 
-class _Verifier:
-    """Reference outputs of the input model and comparison of candidates against them."""
+def default_passes(target: str = "generic") -> list[Pass]:
+    """The default pipeline for ``target``."""
+    from modelport.passes import pipeline
 
-    def __init__(self, model: ir.Model, plan: InputPlan, batches: Sequence[int]) -> None:
-        self.feeds: list[dict[str, np.ndarray[Any, Any]]] = []
-        self.reference: list[dict[str, np.ndarray[Any, Any]]] = []
-        self.batches: list[int] = []
-        with OrtRunner(model, graph_optimization="disable", name="input model") as runner:
-            for requested in batches:
-                batch = effective_batch(runner.inputs, requested)
-                if batch in self.batches:
-                    continue
-                self.batches.append(batch)
-                feeds = generate_feeds(runner.inputs, replace(plan, batch=batch))
-                self.feeds.append(feeds)
-                self.reference.append(runner.infer(feeds))
-
-    def check(self, model: ir.Model, tolerance: Tolerance) -> tuple[bool, float, list[OutputDiff]]:
-        diffs: list[OutputDiff] = []
-        with OrtRunner(model, graph_optimization="disable", name="candidate") as runner:
-            for feeds, reference in zip(self.feeds, self.reference, strict=True):
-                diffs.extend(diff_outputs(runner.infer(feeds), reference, tolerance))
-        worst = max((d.max_abs for d in diffs), default=0.0)
-        return all(d.passed for d in diffs), worst, diffs
+    return list(pipeline(target))
 
 
-def default_passes() -> list[Pass]:
-    from modelport.passes import DEFAULT_PIPELINE, create_pass
+Verifier = FullVerifier | RegionVerifier
 
-    return [create_pass(name) for name in DEFAULT_PIPELINE]
+
+def _choose_verifier(model: ir.Model, plan: InputPlan, batches: Sequence[int], mode: VerifyMode) -> Verifier | None:
+    if mode == "off":
+        return None
+    if mode == "region" or (mode == "auto" and weight_bytes(model) > REGION_VERIFY_BYTES):
+        return RegionVerifier(model, plan, batches)
+    if mode not in ("auto", "full"):
+        raise PassError(f"unknown verification mode '{mode}' — choose auto, full, region or off")
+    return FullVerifier(model, plan, batches)
 
 
 def optimize(
     model: ir.Model,
     passes: Sequence[Pass | str] | None = None,
     *,
+    target: str = "generic",
     plan: InputPlan | None = None,
     batches: Sequence[int] = (1, 2),
-    verify: bool = True,
+    verify: VerifyMode | bool = "auto",
+    measure: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeResult:
     """Optimize a copy of ``model`` (the argument is left untouched) and verify every pass.
 
-    ``passes`` are Pass instances or registry names (default: :data:`DEFAULT_PIPELINE`).
-    With ``verify=False`` passes are not checked numerically — only for models that cannot run
-    here; the report then says so for every step.
+    ``passes`` are Pass instances or registry names (default: the pipeline for ``target``,
+    ``"generic"`` — standard ONNX for any engine — or ``"onnxruntime"``, which may use ORT contrib
+    ops). Passes that do not support the target are skipped and reported. ``verify`` is
+    ``"auto"`` (whole model, or rewritten regions for models over 512 MiB of weights), ``"full"``,
+    ``"region"`` or ``"off"`` (only for models that cannot run here; every step then says so).
+    ``measure=False`` skips timing may-slow passes (they are then kept when correct and smaller).
     """
     from modelport.passes import create_pass
 
+    if target not in TARGETS:
+        raise PassError(f"unknown target '{target}' — choose from: {', '.join(TARGETS)}")
+    mode: VerifyMode = "auto" if verify is True else "off" if verify is False else verify
     start = time.perf_counter()
-    chosen = [create_pass(p) if isinstance(p, str) else p for p in (passes or default_passes())]
+    chosen = [create_pass(p) if isinstance(p, str) else p for p in (passes or default_passes(target))]
     current = clone(model)
     plan = plan or InputPlan()
     plan = replace(plan, int_ranges=merge_ranges(integer_input_ranges(current), plan.int_ranges))
-    verifier = _Verifier(current, plan, batches) if verify else None
+    verifier = _choose_verifier(current, plan, batches, mode)
     nodes0, bytes0 = model_stats(current)
     result = OptimizeResult(
         model=current,
+        target=target,
         nodes_before=nodes0,
         bytes_before=bytes0,
-        verified_batches=verifier.batches if verifier else [],
+        verification=verifier.kind if verifier else "off",
+        verified_batches=list(verifier.batches) if verifier else [],
     )
-    budget = EXACT
-    stats = (nodes0, bytes0)
+    state = _State(current, nodes0, bytes0, weight_bytes(current), EXACT)
+    timer = _Timer(target, plan) if measure else None
     for p in chosen:
         if progress:
             progress(p.name)
-        step, current, budget = _run_one(p, current, stats, verifier, budget)
-        stats = (step.nodes_after, step.bytes_after)  # equal to "before" when nothing was kept
+        if target not in p.targets:
+            result.steps.append(_skipped(p, state, f"not for target '{target}'"))
+            continue
+        step = _run_one(p, state, verifier, timer)
         result.steps.append(step)
-    result.model = current
-    result.nodes_after, result.bytes_after = stats
+    result.model = state.model
+    result.nodes_after = state.nodes
+    result.bytes_after = model_stats(state.model)[1] if result.steps else bytes0
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _run_one(
-    p: Pass, current: ir.Model, stats: tuple[int, int], verifier: _Verifier | None, budget: Tolerance
-) -> tuple[PassStep, ir.Model, Tolerance]:
-    nodes, size = stats
-    candidate = clone(current)
+@dataclass
+class _State:
+    """The model accepted so far and what is known about it."""
+
+    model: ir.Model
+    nodes: int
+    size: int  # serialized bytes (estimated between passes from the change in weight bytes)
+    weights: int
+    budget: Tolerance
+
+
+def _skipped(p: Pass, state: _State, reason: str) -> PassStep:
+    return PassStep(p.name, "skipped", state.nodes, state.nodes, state.size, state.size, 0.0, reason=reason)
+
+
+class _Timer:
+    """Side-by-side latency of two versions of a model on the target engine."""
+
+    def __init__(self, target: str, plan: InputPlan) -> None:
+        self.level: GraphOptimization = "all" if target == "onnxruntime" else "disable"
+        self.plan = replace(plan, batch=1)
+
+    def compare(self, before: ir.Model, after: ir.Model) -> tuple[float, float]:
+        from modelport.bench.harness import bench_interleaved
+        from modelport.runners.onnxruntime import OrtRunner
+
+        with (
+            OrtRunner(before, graph_optimization=self.level, name="before") as a,
+            OrtRunner(after, graph_optimization=self.level, name="after") as b,
+        ):
+            feeds = generate_feeds(a.inputs, self.plan)
+            results = bench_interleaved([a, b], feeds, duration=1.0, rounds=4)
+        return results[0].median_ms, results[1].median_ms
+
+
+def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | None) -> PassStep:
+    candidate = clone(state.model)
     t0 = time.perf_counter()
-    step = PassStep(p.name, "no change", nodes, nodes, size, size, 0.0, tolerance=str(p.tolerance))
+    step = PassStep(p.name, "no change", state.nodes, state.nodes, state.size, state.size, 0.0)
+    step.tolerance = str(p.tolerance)
     try:
         changed = p(candidate).modified
     except Exception as e:  # a broken pass must not take the model down with it
-        step.status, step.reason, step.seconds = (
-            "failed",
-            f"{type(e).__name__}: {e}",
-            time.perf_counter() - t0,
-        )
+        step.status, step.reason = "failed", f"{type(e).__name__}: {e}"
+        step.seconds = time.perf_counter() - t0
         logger.warning("pass %s failed and was rolled back: %s", p.name, e)
-        return step, current, budget
-    step.seconds = time.perf_counter() - t0
+        return step
     if not changed:
-        return step, current, budget
-    step.nodes_after, step.bytes_after = model_stats(candidate)
+        step.seconds = time.perf_counter() - t0
+        return step
+    nodes = _node_count(candidate)
+    weights = weight_bytes(candidate)
+    step.nodes_after, step.bytes_after = nodes, state.size + weights - state.weights
+    if nodes > state.nodes:
+        return _undo(step, t0, "reverted", f"adds {nodes - state.nodes} node(s)")
+    allowed = state.budget + p.tolerance
     if verifier is None:
-        step.status, step.reason = "applied", "not verified (verify=False)"
-        return step, candidate, budget + p.tolerance
-    allowed = budget + p.tolerance
-    try:
-        ok, worst, diffs = verifier.check(candidate, allowed)
-    except Exception as e:
-        step.status, step.reason = "rolled back", f"the rewritten model does not run: {e}"
-        step.nodes_after, step.bytes_after = nodes, size
-        return step, current, budget
-    step.max_abs_error = worst
-    step.tolerance = str(allowed)
-    if not ok:
-        bad = next(d for d in diffs if not d.passed)
-        step.status, step.reason = "rolled back", f"output '{bad.name}': {bad.reason}"
-        step.nodes_after, step.bytes_after = nodes, size
-        logger.warning("pass %s changed outputs beyond %s and was rolled back", p.name, allowed)
-        return step, current, budget
+        step.verification = "not verified (verify='off')"
+    else:
+        try:
+            check = verifier.check(state.model, candidate, allowed)
+        except Exception as e:
+            return _undo(step, t0, "rolled back", f"the rewritten model does not run: {e}")
+        step.max_abs_error, step.tolerance, step.verification = check.max_abs, str(allowed), check.detail
+        if not check.passed:
+            logger.warning("pass %s rolled back: %s", p.name, check.reason)
+            return _undo(step, t0, "rolled back", check.reason)
+    if p.may_slow and timer is not None:
+        before_ms, after_ms = timer.compare(state.model, candidate)
+        step.latency_ms = (before_ms, after_ms)
+        if after_ms > before_ms * SLOWER_MARGIN:
+            reason = f"slower on the target: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+            return _undo(step, t0, "reverted", reason)
     step.status = "applied"
-    return step, candidate, allowed
+    step.seconds = time.perf_counter() - t0
+    state.model, state.nodes, state.size, state.weights = candidate, nodes, step.bytes_after, weights
+    state.budget = allowed if verifier is not None else state.budget + p.tolerance
+    return step
+
+
+def _undo(step: PassStep, t0: float, status: str, reason: str) -> PassStep:
+    logger.info("pass %s %s: %s", step.name, status, reason)
+    step.status, step.reason = status, reason
+    step.nodes_after, step.bytes_after = step.nodes_before, step.bytes_before
+    step.seconds = time.perf_counter() - t0
+    return step
 
 
 def require_verified(result: OptimizeResult) -> None:
