@@ -74,3 +74,129 @@ def test_a_crashing_pass_is_reported_and_skipped(example_path: Path) -> None:
 def test_unknown_pass_name() -> None:
     with pytest.raises(PassError, match="unknown pass 'fold-everything'"):
         create_pass("fold-everything")
+
+
+class AddIdentityPass(Pass):
+    """Correct but useless: inserts an Identity before the first node's first input."""
+
+    name = "add-identity"
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        node = next(iter(model.graph))
+        source = node.inputs[0]
+        assert source is not None
+        identity = ir.node("Identity", [source])
+        model.graph.insert_before(node, identity)
+        node.replace_input_with(0, identity.outputs[0])
+        return ir.passes.PassResult(model, modified=True)
+
+
+class SlowPass(Pass):
+    """Correct (Relu is idempotent) but slower: 200 more Relus over the activation."""
+
+    name = "slow"
+    may_slow = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        relu = next(n for n in model.graph if n.op_type == "Relu")
+        x = relu.inputs[0]
+        assert x is not None
+        value = x
+        for _ in range(200):
+            step = ir.node("Relu", [value])
+            model.graph.insert_before(relu, step)
+            value = step.outputs[0]
+        relu.replace_input_with(0, value)
+        return ir.passes.PassResult(model, modified=True)
+
+
+def test_a_pass_that_adds_nodes_is_reverted(example_path: Path) -> None:
+    result = optimize(load(example_path), [AddIdentityPass()])
+    step = result.steps[0]
+    assert step.status == "reverted"
+    assert step.reason == "adds 1 node(s)"
+    assert result.nodes_after == result.nodes_before
+    assert result.reverted == [step] and result.rolled_back == []
+
+
+def test_unknown_target_and_verification_mode(example_path: Path) -> None:
+    model = load(example_path)
+    with pytest.raises(PassError, match="unknown target 'tensorrt'"):
+        optimize(model, target="tensorrt")
+    with pytest.raises(PassError, match="unknown verification mode 'sometimes'"):
+        optimize(model, ["noop"], verify="sometimes")  # type: ignore[arg-type]
+
+
+def test_target_decides_the_pipeline_and_skips_passes_for_other_targets(example_path: Path) -> None:
+    model = load(example_path)
+    generic = optimize(model, target="generic", measure=False)
+    assert "ort-fusions" not in [s.name for s in generic.steps]
+    assert not any(n.domain == "com.microsoft" for n in generic.model.graph)
+    skipped = optimize(model, ["ort-fusions"], target="generic")
+    assert skipped.steps[0].status == "skipped"
+    assert "not for target 'generic'" in skipped.steps[0].reason
+    ort_result = optimize(model, target="onnxruntime")
+    fusions = next(s for s in ort_result.steps if s.name == "ort-fusions")
+    assert fusions.latency_ms is not None  # timed, because it may be slower
+    if fusions.status == "applied":
+        assert any(n.domain == "com.microsoft" for n in ort_result.model.graph)
+        assert fusions.latency_ms[1] <= fusions.latency_ms[0] * 1.02
+    else:
+        assert fusions.status == "reverted" and "slower on the target" in fusions.reason
+
+
+def test_a_may_slow_pass_that_is_slower_is_reverted_with_the_timings(example_path: Path) -> None:
+    # 300 cheap dead Relus the pass removes, so that the node count falls and only speed decides.
+    model = load(example_path)
+    tiny = ir.Value(name="tiny", const_value=ir.tensor(np.ones(1, np.float32), name="tiny"))
+    tiny.shape, tiny.type = ir.Shape([1]), ir.TensorType(ir.DataType.FLOAT)
+    model.graph.register_initializer(tiny)
+    for _ in range(300):
+        model.graph.append(ir.node("Relu", [tiny]))
+    result = optimize(model, [_DropDeadThenSlow()], target="generic")
+    step = result.steps[0]
+    assert step.latency_ms is not None
+    assert step.status == "reverted", step
+    assert "slower on the target" in step.reason
+    assert step.nodes_after == step.nodes_before
+
+
+class _DropDeadThenSlow(Pass):
+    """Removes the 300 dead Relus (fewer nodes) and adds 200 chained Relus (slower)."""
+
+    name = "drop-dead-then-slow"
+    may_slow = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in [n for n in model.graph if n.op_type == "Relu" and not any(o.uses() for o in n.outputs)]:
+            if not any(o.is_graph_output() for o in node.outputs):
+                model.graph.remove(node, safe=True)
+        return SlowPass().call(model)
+
+
+def test_composite_pipeline_entry_runs_as_one_step(example_path: Path) -> None:
+    step_pass = create_pass("noop+conv-bn")
+    assert step_pass.name == "noop+conv-bn"
+    assert step_pass.tolerance == create_pass("noop").tolerance + create_pass("conv-bn").tolerance
+    result = optimize(load(example_path), [step_pass])
+    assert [s.name for s in result.steps] == ["noop+conv-bn"]
+    assert result.steps[0].status == "applied"
+    with pytest.raises(PassError, match="unknown pass 'nope'"):
+        create_pass("noop+nope")
+
+
+def test_region_verification_checks_rewrites_and_catches_a_broken_one(example_path: Path) -> None:
+    model = load(example_path)
+    good = optimize(model, ["noop", "conv-bn"], verify="region")
+    assert good.verification == "region"
+    assert [s.status for s in good.steps] == ["applied", "applied"]
+    assert "region" in good.steps[1].verification
+    bad = optimize(model, [ScaleWeightsPass()], verify="region")
+    assert bad.steps[0].status == "rolled back"
+    assert "exceeds" in bad.steps[0].reason
+
+
+def test_verify_off_says_so_for_every_step(example_path: Path) -> None:
+    result = optimize(load(example_path), ["noop"], verify=False)
+    assert result.verification == "off"
+    assert result.steps[0].verification == "not verified (verify='off')"

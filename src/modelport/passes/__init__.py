@@ -14,21 +14,41 @@ import onnx_ir as ir
 from modelport.errors import PassError
 from modelport.passes.base import Pass
 from modelport.passes.constant_folding import ConstantFoldingPass
+from modelport.passes.cse import CommonSubexpressionEliminationPass
 from modelport.passes.dead_code import DeadCodeEliminationPass
 from modelport.passes.noop import NoOpEliminationPass
+from modelport.passes.ort_fusions import OrtFusionsPass
+from modelport.passes.rules.batchnorm import BatchNormToAffinePass
+from modelport.passes.rules.conv_affine import FoldConvAffinePass
 from modelport.passes.rules.conv_bn import FuseConvBatchNormPass
+from modelport.passes.rules.convtranspose_bn import FuseConvTransposeBatchNormPass
+from modelport.passes.rules.gemm_conv import GemmToConvPass
+from modelport.passes.rules.matmul_add import FuseMatMulAddPass
+from modelport.passes.rules.parallel_conv import MergeParallelConvPass
+from modelport.passes.rules.relu6 import ClipFusionPass
+from modelport.passes.shape_simplify import ShapeSimplificationPass
 from modelport.verify.tolerance import EXACT, Tolerance
 
 __all__ = [
     "DEFAULT_PIPELINE",
     "PASSES",
     "PIPELINES",
+    "BatchNormToAffinePass",
+    "ClipFusionPass",
+    "CommonSubexpressionEliminationPass",
     "ConstantFoldingPass",
     "DeadCodeEliminationPass",
+    "FoldConvAffinePass",
     "FuseConvBatchNormPass",
+    "FuseConvTransposeBatchNormPass",
+    "FuseMatMulAddPass",
+    "GemmToConvPass",
+    "MergeParallelConvPass",
     "NoOpEliminationPass",
+    "OrtFusionsPass",
     "Pass",
     "SequencePass",
+    "ShapeSimplificationPass",
     "create_pass",
     "pipeline",
 ]
@@ -39,15 +59,45 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (
         NoOpEliminationPass,
         ConstantFoldingPass,
+        ShapeSimplificationPass,
+        CommonSubexpressionEliminationPass,
         FuseConvBatchNormPass,
+        FuseConvTransposeBatchNormPass,
+        FoldConvAffinePass,
+        BatchNormToAffinePass,
+        ClipFusionPass,
+        FuseMatMulAddPass,
+        GemmToConvPass,
+        MergeParallelConvPass,
+        OrtFusionsPass,
         DeadCodeEliminationPass,
     )
 }
 
+# Standard-ONNX cleanup and fusions, in dependency order: shape chains first (a Reshape whose
+# target becomes a constant may turn out to be a no-op), no-ops and constants next (they expose
+# patterns), CSE before the fusions (equal branches merge first), BatchNorm and
+# affine folds before the horizontal Conv merge (which would hide them), dead code last.
+# Opt-in only: "bn-affine" (a standalone BN as Mul+Add adds a node; useful before a custom
+# fold) and "gemm-conv" (timed at batch 1 it can look neutral and be slower at batch 32).
+_GENERIC = (
+    "shape-simplify",
+    "noop",
+    "constant-folding",
+    "cse",
+    "conv-bn",
+    "convtranspose-bn",
+    "conv-affine",
+    "clip-fusion",
+    "matmul-add-gemm",
+    "parallel-conv",
+    "dead-code",
+)
+
 #: The order ``modelport optimize`` runs, per target.
 PIPELINES: dict[str, tuple[str, ...]] = {
-    "generic": ("noop", "constant-folding", "conv-bn", "dead-code"),
-    "onnxruntime": ("noop", "constant-folding", "conv-bn", "dead-code"),
+    "generic": _GENERIC,
+    "onnxruntime": (*_GENERIC, "ort-fusions", "dead-code"),
 }
 
 #: The generic pipeline (kept under its historical name).

@@ -133,7 +133,7 @@ class _Region:
     outputs: dict[str, ir.Value]  # region values read outside it or returned by the graph
 
 
-def _region(graph: ir.Graph, changed: list[ir.Node]) -> _Region:
+def _region(changed: list[ir.Node]) -> _Region:
     inside = set(changed)
     produced = {v for n in changed for v in n.outputs}
     inputs: list[ir.Value] = []
@@ -148,8 +148,172 @@ def _region(graph: ir.Graph, changed: list[ir.Node]) -> _Region:
     for v in produced:
         if v.is_graph_output() or any(c not in inside for c in v.consumers()):
             outputs[v.name or ""] = v
-    del graph
     return _Region(changed, inputs, outputs)
+
+
+def _needs_producer(value: ir.Value) -> bool:
+    """A region input random data cannot stand in for: computed, and not floating point."""
+    if value.is_graph_input() or value.producer() is None:
+        return False
+    return value.dtype is None or not value.dtype.is_floating_point()
+
+
+#: Nodes a region may grow by to take in the computation of its shape / index inputs.
+_MAX_EXPANSION = 256
+
+
+def _expand(removed: list[ir.Node], added: list[ir.Node]) -> None:
+    """Pull the producers of non-float region inputs into both sides of the region.
+
+    A Reshape's target shape or a Gather's indices cannot be replaced by random numbers; their
+    computation (usually Shape -> Gather -> Concat of a float activation) joins the region, so
+    the boundary moves back to a float tensor (or a graph input) that random data can stand in for.
+    """
+    for _ in range(_MAX_EXPANSION):
+        grew = False
+        for side, other in ((removed, added), (added, removed)):
+            for value in _region(side).inputs:
+                if not _needs_producer(value):
+                    continue
+                producer = value.producer()
+                assert producer is not None
+                side.append(producer)
+                twin = _producer_by_name(other, value.name)
+                if twin is not None and twin not in other:
+                    other.append(twin)
+                grew = True
+                break
+        if not grew:
+            return
+
+
+def _producer_by_name(nodes: list[ir.Node], name: str | None) -> ir.Node | None:
+    """The producer of the value called ``name`` in the graph the ``nodes`` belong to."""
+    graph = next((n.graph for n in nodes if n.graph is not None), None)
+    if graph is None or name is None:
+        return None
+    for node in graph:
+        if any(v.name == name for v in node.outputs):
+            return node
+    return None
+
+
+def _components(removed: list[ir.Node], added: list[ir.Node]) -> list[tuple[list[ir.Node], list[ir.Node]]]:
+    """Split a rewrite into independent pieces: nodes connected through non-constant values."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def names(node: ir.Node) -> list[str]:
+        values = [v for v in (*node.inputs, *node.outputs) if v is not None]
+        return [v.name or "" for v in values if not (v.is_initializer() and not v.is_graph_input())]
+
+    for node in (*removed, *added):
+        keys = names(node) or [f"#node{id(node)}"]
+        for key in keys[1:]:
+            parent[find(key)] = find(keys[0])
+    groups: dict[str, tuple[list[ir.Node], list[ir.Node]]] = {}
+    for side, nodes in ((0, removed), (1, added)):
+        for node in nodes:
+            keys = names(node) or [f"#node{id(node)}"]
+            groups.setdefault(find(keys[0]), ([], []))[side].append(node)
+    return list(groups.values())
+
+
+def _weights_of(nodes: list[ir.Node]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for node in nodes:
+        for v in node.inputs:
+            if v is not None and v.const_value is not None and id(v.const_value) not in seen:
+                seen.add(id(v.const_value))
+                total += int(v.const_value.nbytes)
+    return total
+
+
+def _canonical(before: list[ir.Node], after: list[ir.Node]) -> Any:
+    """A key equal for rewrites that differ only in which (unchanged) weights they read.
+
+    Value names become numbers in order of appearance; a constant read unchanged by both sides
+    (the same tensor object) becomes its dtype and shape; any other constant (e.g. weights the
+    pass computed) stays unique, so rewrites that change weights are never grouped.
+    """
+    read_b = {id(v.const_value) for n in before for v in n.inputs if v is not None and v.const_value is not None}
+    read_a = {id(v.const_value) for n in after for v in n.inputs if v is not None and v.const_value is not None}
+    shared = read_b & read_a
+    numbers: dict[str, int] = {}
+
+    def key(v: ir.Value | None) -> Any:
+        if v is None:
+            return None
+        t = v.const_value
+        if t is not None and v.is_initializer():
+            return ("const", str(t.dtype), tuple(t.shape)) if id(t) in shared else ("const", id(t))
+        shape = None if v.shape is None else tuple(str(d) for d in v.shape)
+        return (numbers.setdefault(v.name or "", len(numbers)), str(v.dtype), shape)
+
+    return tuple(
+        tuple(
+            (
+                n.domain,
+                n.op_type,
+                tuple(sorted((k, _attribute_key(a)) for k, a in n.attributes.items())),
+                tuple(key(v) for v in n.inputs),
+                tuple(key(v) for v in n.outputs),
+                any(o.is_graph_output() for o in n.outputs),
+            )
+            for n in side
+        )
+        for side in (before, after)
+    )
+
+
+def _representatives(
+    components: list[tuple[list[ir.Node], list[ir.Node]]],
+) -> list[tuple[list[ir.Node], list[ir.Node]]]:
+    """One component of each kind (see :func:`_canonical`), in graph order."""
+    seen: set[Any] = set()
+    chosen = []
+    for before, after in components:
+        key = _canonical(before, after)
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append((before, after))
+    return chosen
+
+
+def _release(nodes: list[ir.Node]) -> None:
+    """Unmap lazily loaded weights the nodes read, so checked regions do not stay resident."""
+    for node in nodes:
+        for v in node.inputs:
+            if v is not None and isinstance(v.const_value, ir.ExternalTensor):
+                v.const_value.release()
+
+
+#: Weights one region check may hold (both versions share the same tensors).
+REGION_CHUNK_BYTES = 256 << 20
+
+
+def _chunks(
+    components: list[tuple[list[ir.Node], list[ir.Node]]],
+) -> list[tuple[list[ir.Node], list[ir.Node]]]:
+    """Independent components grouped so that each group's weights stay under the budget."""
+    chunks: list[tuple[list[ir.Node], list[ir.Node]]] = []
+    size = 0
+    for before, after in components:
+        weight = _weights_of(before + after)
+        if not chunks or size + weight > REGION_CHUNK_BYTES:
+            chunks.append(([], []))
+            size = 0
+        chunks[-1][0].extend(before)
+        chunks[-1][1].extend(after)
+        size += weight
+    return chunks
 
 
 def _symbol_sizes(model: ir.Model, feeds: Feeds) -> dict[str, int]:
@@ -208,26 +372,44 @@ class RegionVerifier:
         sig_after = {_signature(n): n for n in after.graph}
         removed = [n for s, n in sig_before.items() if s not in sig_after]
         added = [n for s, n in sig_after.items() if s not in sig_before]
-        if any(n.graph is not before.graph for n in removed):
-            return Check(False, reason="rewrite inside a subgraph cannot be verified by region")
-        region_b = _region(before.graph, removed)
-        region_a = _region(after.graph, added)
-        detail = f"region of {len(removed)} -> {len(added)} nodes"
-        if set(region_b.outputs) != set(region_a.outputs):
-            missing = sorted(set(region_b.outputs) ^ set(region_a.outputs))
-            return Check(False, reason=f"the rewritten region's boundary changed: {missing}", detail=detail)
-        if not region_b.outputs:
-            return Check(True, 0.0, detail=detail + " (no output of it is read: removed dead code)")
+        if any(_has_subgraph(n) for n in (*removed, *added)):
+            return Check(False, reason="a rewrite inside an If/Loop/Scan body cannot be verified by region")
+        _expand(removed, added)
+        detail = f"{len(removed)} -> {len(added)} nodes"
+        components = _components(removed, added)
+        chosen = _representatives(components)
         diffs: list[OutputDiff] = []
+        for nodes_b, nodes_a in _chunks(chosen):
+            region_b, region_a = _region(nodes_b), _region(nodes_a)
+            if set(region_b.outputs) != set(region_a.outputs):
+                changed = sorted(set(region_b.outputs) ^ set(region_a.outputs))
+                return Check(False, reason=f"the rewritten region's boundary changed: {changed}", detail=detail)
+            if not region_b.outputs:
+                continue  # nothing it computed is read: dead code removed
+            result = self._compare(before, region_b, after, region_a, tolerance)
+            _release(nodes_b + nodes_a)
+            if isinstance(result, str):
+                return Check(False, reason=f"unverifiable at this size: {result}", detail=detail)
+            diffs.extend(result)
+        worst = max((d.max_abs for d in diffs), default=0.0)
+        detail = f"{len(components)} rewritten region(s) of {len(chosen)} kind(s), each kind checked; {detail}"
+        return Check(all(d.passed for d in diffs), worst, _first_failure(diffs), detail)
+
+    def _compare(
+        self, before: ir.Model, region_b: _Region, after: ir.Model, region_a: _Region, tolerance: Tolerance
+    ) -> list[OutputDiff] | str:
+        all_feeds: list[Feeds] = []
         for batch in self.batches:
             feeds = self._feeds(region_b.inputs + region_a.inputs, batch)
             if isinstance(feeds, str):
-                return Check(False, reason=f"unverifiable at this size: {feeds}", detail=detail)
-            got_b = self._run(before, region_b, feeds)
-            got_a = self._run(after, region_a, feeds)
-            diffs.extend(diff_outputs(got_a, got_b, tolerance))
-        worst = max((d.max_abs for d in diffs), default=0.0)
-        return Check(all(d.passed for d in diffs), worst, _first_failure(diffs), detail)
+                return feeds
+            all_feeds.append(feeds)
+        got_b = self._run(before, region_b, all_feeds)
+        got_a = self._run(after, region_a, all_feeds)
+        diffs: list[OutputDiff] = []
+        for a, b in zip(got_a, got_b, strict=True):
+            diffs.extend(diff_outputs(a, b, tolerance))
+        return diffs
 
     def _feeds(self, values: list[ir.Value], batch: int) -> Feeds | str:
         rng = np.random.default_rng(batch)
@@ -248,9 +430,14 @@ class RegionVerifier:
         return feeds
 
     @staticmethod
-    def _run(model: ir.Model, region: _Region, feeds: Feeds) -> Feeds:
+    def _run(model: ir.Model, region: _Region, all_feeds: list[Feeds]) -> list[Feeds]:
         graph = ir.convenience.extract(model.graph, inputs=region.inputs, outputs=list(region.outputs.values()))
         sub = ir.Model(graph, ir_version=model.ir_version)
         sub.opset_imports.update(model.opset_imports)
-        with OrtRunner(sub, graph_optimization="disable", name="region") as runner:
-            return runner.infer({v.name or "": feeds[v.name or ""] for v in region.inputs})
+        names = [v.name or "" for v in region.inputs]
+        with OrtRunner(sub, graph_optimization="disable", name="region", share_weights=True) as runner:
+            return [runner.infer({name: feeds[name] for name in names}) for feeds in all_feeds]
+
+
+def _has_subgraph(node: ir.Node) -> bool:
+    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
