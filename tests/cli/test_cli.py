@@ -38,6 +38,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         "inspect",
         "export",
         "optimize",
+        "surgery",
         "quantize",
         "compare",
         "bench",

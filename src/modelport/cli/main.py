@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from modelport import __version__
-from modelport.cli import bench, compare, deploy, export, inspect, optimize, quantize, serve
+from modelport.cli import bench, compare, deploy, export, inspect, optimize, quantize, serve, surgery
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (inspect, export, optimize, quantize, compare, bench, serve, deploy)
+_COMMANDS = (inspect, export, optimize, surgery, quantize, compare, bench, serve, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

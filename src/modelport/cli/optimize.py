@@ -93,4 +93,3 @@ def run(args: argparse.Namespace) -> int:
     for step in result.rolled_back:
         console(stderr=True).print(f"[bold red]rolled back[/] {step.name}: {step.reason}")
     return 0
-
