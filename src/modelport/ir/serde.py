@@ -178,7 +178,7 @@ def save(
     try:
         tmp_model = tmpdir / target.name
         if external_data:
-            ir.save(model, tmp_model, external_data=data_name)
+            _save_external(model, tmp_model, tmpdir / data_name)
         else:
             _check_inline_size(model, target)
             # Weights still read lazily from the source's .data file must be written inline,
@@ -196,6 +196,83 @@ def save(
         shutil.rmtree(tmpdir, ignore_errors=True)
     logger.debug("saved %s (external data: %s)", target, external_data)
     return target
+
+
+# Tensors at least this big go to the side file, each starting at a multiple of _ALIGNMENT so
+# that engines can memory-map them.
+_EXTERNAL_MIN_BYTES = 1024
+_ALIGNMENT = 4096
+
+
+def _save_external(model: ir.Model, path: Path, data_path: Path) -> None:
+    """Write ``model`` with its weights in ``data_path``, streaming them tensor by tensor.
+
+    Weights still lazily read from a source ``.data`` file are copied file to file in the
+    kernel (``os.copy_file_range``), never mapped into this process: optimizing a multi-GB model
+    does not cost its size in memory. The model itself is left unchanged.
+    """
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    try:
+        with open(data_path, "wb") as out:
+            for graph in model.graphs():
+                for value in graph.initializers.values():
+                    tensor = value.const_value
+                    if tensor is None or tensor.nbytes < _EXTERNAL_MIN_BYTES:
+                        continue
+                    offset = _align(out)
+                    _write_tensor(tensor, out)
+                    reference = ir.ExternalTensor(
+                        data_path.name,
+                        offset,
+                        tensor.nbytes,
+                        tensor.dtype,
+                        shape=ir.Shape(list(tensor.shape)),  # type: ignore[arg-type]
+                        name=tensor.name or value.name or "",
+                        base_dir=str(data_path.parent),
+                    )
+                    swapped.append((value, tensor))
+                    value.const_value = reference
+        proto = ir.serde.serialize_model(model)
+        path.write_bytes(proto.SerializeToString())
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+
+
+def _align(out: Any) -> int:
+    position = int(out.tell())
+    padding = -position % _ALIGNMENT
+    if padding:
+        out.write(b"\0" * padding)
+    return position + padding
+
+
+def _write_tensor(tensor: ir.TensorProtocol, out: Any) -> None:
+    if isinstance(tensor, ir.ExternalTensor) and tensor.offset is not None:
+        out.flush()
+        with open(tensor.path, "rb") as source:
+            remaining, position = tensor.nbytes, tensor.offset
+            while remaining > 0:
+                copied = _copy_range(source, out, remaining, position)
+                if copied <= 0:
+                    raise ModelSaveError(f"'{tensor.path}' ends before tensor '{tensor.name}' does")
+                remaining -= copied
+                position += copied
+        out.seek(0, os.SEEK_END)
+        return
+    out.write(tensor.tobytes())
+
+
+def _copy_range(source: Any, out: Any, count: int, position: int) -> int:
+    """Copy up to ``count`` bytes at ``position`` of ``source`` to the end of ``out``."""
+    try:
+        return int(os.copy_file_range(source.fileno(), out.fileno(), count, position))
+    except (AttributeError, OSError):  # not Linux, or a file system that cannot do it
+        source.seek(position)
+        chunk = source.read(min(count, 64 << 20))
+        out.write(chunk)
+        out.flush()
+        return len(chunk)
 
 
 def _check_inline_size(model: ir.Model, target: Path) -> None:

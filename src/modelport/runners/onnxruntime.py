@@ -43,6 +43,7 @@ class OrtRunner(Runner):
         inter_op_threads: int | None = None,
         graph_optimization: GraphOptimization = "all",
         name: str | None = None,
+        share_weights: bool = False,
     ) -> None:
         if name is None:
             name = Path(model).stem if isinstance(model, str | os.PathLike) else "model"
@@ -52,6 +53,8 @@ class OrtRunner(Runner):
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.graph_optimization = graph_optimization
+        self.share_weights = share_weights
+        self._shared: tuple[list[str], list[Any]] = ([], [])
         self._session: Any = None
 
     def _source(self) -> str | bytes:
@@ -59,6 +62,9 @@ class OrtRunner(Runner):
         if isinstance(model, bytes):
             return model
         if isinstance(model, ir.Model):
+            if self.share_weights:
+                data, self._shared = _without_weights(model)
+                return data
             return to_bytes(model)
         return str(model)
 
@@ -79,13 +85,21 @@ class OrtRunner(Runner):
                 f"ONNX Runtime has no {', '.join(missing)} here (available: {', '.join(available)}) — "
                 "install the matching onnxruntime package (e.g. the 'gpu' extra) or pick another backend"
             )
+        source = self._source()
+        if self._shared[0]:
+            # Weights are handed over as buffers, not copied into the session; prepacking would
+            # copy them again, so it is off (this mode is for verification, not for speed).
+            names, arrays = self._shared
+            options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
-            self._session = ort.InferenceSession(self._source(), sess_options=options, providers=self.providers)
+            self._session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
         except Exception as e:
             raise BackendError(f"ONNX Runtime could not load model '{self.name}': {e}") from e
 
     def _deactivate(self) -> None:
         self._session = None
+        self._shared = ([], [])
 
     def _input_specs(self) -> list[TensorSpec]:
         return _session_specs(self._session.get_inputs())
@@ -115,6 +129,42 @@ class OrtRunner(Runner):
             "inter_op_threads": self.inter_op_threads or "default",
             "graph_optimization": self.graph_optimization,
         }
+
+
+#: Initializers at least this big are shared with ONNX Runtime rather than copied (share_weights).
+_SHARE_MIN_BYTES = 1 << 20
+
+
+def _without_weights(model: ir.Model) -> tuple[bytes, tuple[list[str], list[Any]]]:
+    """The model serialized with its big weights marked external, and those weights as arrays.
+
+    The arrays are views of the tensors' memory (for lazily loaded external data, of the mapped
+    file), so a session built from them holds no copy of the weights.
+    """
+    names: list[str] = []
+    arrays: list[Any] = []
+    swapped: list[tuple[ir.Value, Any]] = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or tensor.nbytes < _SHARE_MIN_BYTES or not value.name:
+                continue
+            names.append(value.name)
+            arrays.append(np.ascontiguousarray(tensor.numpy()))
+            swapped.append((value, tensor))
+            value.const_value = ir.ExternalTensor(
+                "modelport-shared-weights",
+                0,
+                tensor.nbytes,
+                tensor.dtype,
+                shape=ir.Shape(list(tensor.shape)),  # type: ignore[arg-type]
+                name=value.name,
+            )
+        data = bytes(ir.serde.serialize_model(model).SerializeToString())
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+    return data, (names, arrays)
 
 
 def _text_tensor(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
