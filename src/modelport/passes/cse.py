@@ -29,6 +29,7 @@ import hashlib
 import logging
 from collections.abc import Hashable
 
+import numpy as np
 import onnx_ir as ir
 
 from modelport.passes.base import Pass
@@ -156,23 +157,77 @@ def _deduplicate_initializers(graph: ir.Graph) -> bool:
     return any(merged)
 
 
+#: Tensors up to this size are compared whole; bigger ones first by a sample of their bytes.
+_PROBE_LIMIT = 1 << 16
+_PROBE_SAMPLES = 16
+_PROBE_BYTES = 256
+
+
+def _probe(tensor: ir.TensorProtocol) -> bytes:
+    """A cheap fingerprint: the whole contents of a small tensor, samples of a big one.
+
+    Lazily loaded (external) tensors are sampled with plain file reads, so comparing the
+    weights of a multi-GB model does not map it into memory.
+    """
+    if tensor.nbytes <= _PROBE_LIMIT or tensor.dtype == ir.DataType.STRING:
+        return _tensor_bytes(tensor)
+    step = (tensor.nbytes - _PROBE_BYTES) // (_PROBE_SAMPLES - 1)
+    offsets = [i * step for i in range(_PROBE_SAMPLES)]
+    if isinstance(tensor, ir.ExternalTensor) and tensor.offset is not None:
+        with open(tensor.path, "rb") as f:
+            parts = []
+            for offset in offsets:
+                f.seek(tensor.offset + offset)
+                parts.append(f.read(_PROBE_BYTES))
+            return b"".join(parts)
+    flat = np.ascontiguousarray(tensor.numpy()).reshape(-1).view(np.uint8)
+    return b"".join(flat[o : o + _PROBE_BYTES].tobytes() for o in offsets)
+
+
+def _digest(tensor: ir.TensorProtocol) -> bytes:
+    """Digest of the whole contents (external tensors read in chunks, not mapped)."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(tensor, ir.ExternalTensor) and tensor.offset is not None:
+        with open(tensor.path, "rb") as f:
+            f.seek(tensor.offset)
+            remaining = tensor.nbytes
+            while remaining > 0:
+                chunk = f.read(min(remaining, 16 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                remaining -= len(chunk)
+        return h.digest()
+    h.update(_tensor_bytes(tensor))
+    return h.digest()
+
+
 def _merge_equal_initializers(graph: ir.Graph, group: list[ir.Value]) -> bool:
-    """Within one (dtype, shape) group: equal digests, confirmed byte for byte, merge."""
-    by_digest: dict[bytes, list[ir.Value]] = {}
-    modified = False
+    """Within one (dtype, shape) group: equal fingerprints, then equal digests, merge.
+
+    Only tensors whose sampled fingerprint collides are read whole; the 128-bit digest then
+    decides (a collision of blake2b-128 between distinct weights is not a practical concern).
+    """
+    by_probe: dict[bytes, list[ir.Value]] = {}
     for value in group:
         assert value.const_value is not None
-        data = _tensor_bytes(value.const_value)
-        candidates = by_digest.setdefault(hashlib.blake2b(data, digest_size=16).digest(), [])
-        kept = next((v for v in candidates if v.const_value is not None and _tensor_bytes(v.const_value) == data), None)
-        if kept is None:
-            candidates.append(value)
+        by_probe.setdefault(_probe(value.const_value), []).append(value)
+    modified = False
+    for candidates in by_probe.values():
+        if len(candidates) < 2:
             continue
-        value.replace_all_uses_with(kept)
-        assert value.name is not None
-        graph.initializers.pop(value.name)
-        logger.debug("cse: initializer '%s' merged into '%s'", value.name, kept.name)
-        modified = True
+        kept_by_digest: dict[bytes, ir.Value] = {}
+        for value in candidates:
+            assert value.const_value is not None
+            digest = _digest(value.const_value)
+            kept = kept_by_digest.setdefault(digest, value)
+            if kept is value:
+                continue
+            value.replace_all_uses_with(kept)
+            assert value.name is not None
+            graph.initializers.pop(value.name)
+            logger.debug("cse: initializer '%s' merged into '%s'", value.name, kept.name)
+            modified = True
     return modified
 
 
