@@ -443,3 +443,38 @@ def test_check_model_rejects_invalid_model() -> None:
     )
     with pytest.raises(InvalidModelError, match="the ONNX checker rejected the model"):
         check_model(model)
+
+
+def test_external_save_streams_lazy_weights_and_keeps_the_model_unchanged(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((64, 1024)).astype(np.float32)  # 256 KiB, streamed file to file
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 64] x) => (float[N, 1024] y)
+        {
+            t = MatMul(x, w)
+            y = Add(t, b)
+        }
+        """
+    )
+    for name, array in (("w", big), ("b", np.arange(1024, dtype=np.float32))):
+        value = next(v for n in model.graph for v in n.inputs if v is not None and v.name == name)
+        value.const_value = ir.tensor(array, name=name)
+        model.graph.register_initializer(value)
+    source = save(model, tmp_path / "a" / "m.onnx", external_data=True)
+    lazy = load(source)
+    tensor_before = lazy.graph.initializers["w"].const_value
+    assert isinstance(tensor_before, ir.ExternalTensor)
+    # a weight the optimizer computed (in memory) next to one still read lazily from 'a'
+    lazy.graph.initializers["b"].const_value = ir.tensor(np.full(1024, 2.0, np.float32), name="b")
+    out = save(lazy, tmp_path / "b" / "m.onnx", external_data=True)
+    assert lazy.graph.initializers["w"].const_value is tensor_before  # nothing swapped behind our back
+    data = (tmp_path / "b" / "m.onnx.data").read_bytes()
+    assert len(data) >= big.nbytes + 1024 * 4
+    shutil.rmtree(tmp_path / "a")  # the output must not point back at the input's side file
+    shutil.move(tmp_path / "b", tmp_path / "c")
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    got = run_ort(tmp_path / "c" / "m.onnx", {"x": x})["y"]
+    np.testing.assert_allclose(got, x @ big + 2.0, rtol=1e-5, atol=1e-5)
+    assert out == tmp_path / "b" / "m.onnx"

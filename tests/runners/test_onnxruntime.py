@@ -178,3 +178,19 @@ def test_string_tensors_accept_bytes_and_reject_non_utf8() -> None:
         assert out["t"].tolist() == ["ab", "c\u00e9"]  # not "b'ab'"
         with pytest.raises(InputDtypeError, match="input 's' holds bytes that are not UTF-8 text"):
             runner.infer({"s": np.array([b"\xff"], dtype=object)})
+
+
+def test_shared_weights_give_the_same_outputs_without_copying_into_the_model() -> None:
+    model = ir.from_onnx_text(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[N, 512] x) => (float[N, 512] y) { y = MatMul(x, w) }'
+    )
+    w = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)  # 1 MiB: shared
+    value = next(v for n in model.graph for v in n.inputs if v is not None and v.name == "w")
+    value.const_value = ir.tensor(w, name="w")
+    model.graph.register_initializer(value)
+    x = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32)
+    with OrtRunner(model, graph_optimization="disable", share_weights=True) as runner:
+        got = runner.infer({"x": x})["y"]
+    assert model.graph.initializers["w"].const_value is value.const_value  # restored after serializing
+    # Prepacking is off when weights are shared: only the summation order may differ.
+    np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-4)
