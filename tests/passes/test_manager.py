@@ -45,17 +45,24 @@ def test_example_model_is_optimized_and_verified(example_path: Path) -> None:
     assert result.nodes_after < result.nodes_before
     assert (result.nodes_after, result.bytes_after) == model_stats(result.model)
     assert result.verified_batches == [1, 2]
-    assert all(s.max_abs_error is None or s.max_abs_error < 1e-3 for s in result.steps)
+    assert result.verification.startswith("full, once after all passes")
+    assert result.max_abs_error is not None and result.max_abs_error < 1e-4
+    each = optimize(model, verify_each=True)
+    assert each.verification == "full" and each.nodes_after == result.nodes_after
+    assert all(s.max_abs_error is None or s.max_abs_error < 1e-4 for s in each.steps)
     assert sum(1 for n in model.graph if n.op_type == "BatchNormalization") == 20  # input untouched
 
 
 def test_a_pass_that_changes_outputs_is_rolled_back(example_path: Path) -> None:
     model = load(example_path)
     result = optimize(model, [ScaleWeightsPass(), create_pass("noop")])
+    # The one-shot check of the whole pipeline fails; the replay pass by pass names the culprit.
+    assert result.verification.startswith("full, after every pass (the one-shot check failed")
     broken = result.steps[0]
     assert broken.status == "rolled back"
     assert "exceeds" in broken.reason
     assert result.steps[1].status == "applied"
+    assert result.steps[1].max_abs_error == 0.0
     with pytest.raises(PassError, match="broken-scale"):
         require_verified(result)
     # The returned model is the input minus the no-ops, bit for bit on the weights.
@@ -187,7 +194,7 @@ def test_composite_pipeline_entry_runs_as_one_step(example_path: Path) -> None:
 
 def test_region_verification_checks_rewrites_and_catches_a_broken_one(example_path: Path) -> None:
     model = load(example_path)
-    good = optimize(model, ["noop", "conv-bn"], verify="region")
+    good = optimize(model, ["noop", "conv-bn"], verify="region", verify_each=True)
     assert good.verification == "region"
     assert [s.status for s in good.steps] == ["applied", "applied"]
     assert "region" in good.steps[1].verification

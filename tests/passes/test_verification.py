@@ -62,7 +62,7 @@ class ScaleLastWeightPass(Pass):
 
 def test_region_verification_checks_one_region_of_each_kind() -> None:
     model = tower()
-    result = optimize(model, ["noop", "matmul-add-gemm"], verify="region")
+    result = optimize(model, ["noop", "matmul-add-gemm"], verify="region", verify_each=True)
     noop, gemm = result.steps
     assert (noop.status, gemm.status) == ("applied", "applied")
     # Identity removal is the same rewrite in every layer (same ops, same shapes, unchanged
@@ -91,13 +91,20 @@ def test_region_verification_pulls_in_the_shape_computation_of_a_reshape() -> No
 
 
 def test_region_verification_catches_a_changed_weight() -> None:
-    result = optimize(tower(), [ScaleLastWeightPass()], verify="region")
+    result = optimize(tower(), [ScaleLastWeightPass()], verify="region")  # one-shot fails, replay names it
     step = result.steps[0]
     assert step.status == "rolled back"
     assert "exceeds" in step.reason
 
 
 def test_auto_verification_switches_to_regions_above_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert optimize(tower(), ["noop"]).verification == "full"
+    assert optimize(tower(), ["noop"]).verification.startswith("full, once after all passes")
     monkeypatch.setattr(manager_module, "REGION_VERIFY_BYTES", 1024)
-    assert optimize(tower(), ["noop"]).verification == "region"
+    assert optimize(tower(), ["noop"]).verification.startswith("region, once after all passes")
+
+
+def test_one_shot_region_check_covers_the_whole_pipeline() -> None:
+    result = optimize(tower(), ["noop", "matmul-add-gemm"], verify="region")
+    assert result.verification.startswith("region, once after all passes:")
+    assert result.max_abs_error is not None and result.max_abs_error <= 1e-5
+    assert all(s.verification == "checked once with the whole pipeline" for s in result.steps)

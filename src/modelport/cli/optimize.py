@@ -35,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="how each pass is checked: whole model, rewritten regions (auto above 512 MiB of weights), or off",
     )
     p.add_argument(
+        "--verify-each",
+        action="store_true",
+        help="check after every pass (default: once after all of them, pass by pass only if that fails)",
+    )
+    p.add_argument(
         "--no-measure",
         dest="measure",
         action="store_false",
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         plan=plan_from_args(args),
         batches=parse_csv_ints(args.batch, "--batch"),
         verify=args.verify,
+        verify_each=args.verify_each,
         measure=args.measure,
     )
     save(result.model, args.output, in_place=args.in_place)
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(
         f"nodes {result.nodes_before} → {result.nodes_after}, bytes {result.bytes_before:,} → "
-        f"{result.bytes_after:,}; verification {result.verification} at batch {result.verified_batches}; "
+        f"{result.bytes_after:,}; verification: {result.verification} at batch {result.verified_batches}; "
         f"{result.seconds:.2f} s"
     )
     for step in result.reverted:

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import onnx_ir as ir
@@ -30,7 +31,7 @@ import onnx_ir as ir
 from modelport.errors import PassError
 from modelport.ir.serde import clone, to_bytes
 from modelport.passes.base import Pass
-from modelport.passes.verification import FullVerifier, RegionVerifier, weight_bytes
+from modelport.passes.verification import Check, FullVerifier, RegionVerifier, weight_bytes
 from modelport.runners.onnxruntime import GraphOptimization
 from modelport.verify.inputs import (
     InputPlan,
@@ -100,6 +101,7 @@ class OptimizeResult:
     bytes_after: int = 0
     verification: str = ""
     verified_batches: list[int] = field(default_factory=list)
+    max_abs_error: float | None = None  # of the optimized model against the input model
     seconds: float = 0.0
 
     @property
@@ -121,6 +123,7 @@ class OptimizeResult:
             "bytes_after": self.bytes_after,
             "verification": self.verification,
             "verified_batches": self.verified_batches,
+            "max_abs_error": self.max_abs_error,
             "seconds": self.seconds,
             "steps": [s.to_dict() for s in self.steps],
         }
@@ -169,6 +172,7 @@ def optimize(
     plan: InputPlan | None = None,
     batches: Sequence[int] = (1, 2),
     verify: VerifyMode | bool = "auto",
+    verify_each: bool = False,
     measure: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeResult:
@@ -180,6 +184,12 @@ def optimize(
     ``"auto"`` (whole model, or rewritten regions for models over 512 MiB of weights), ``"full"``,
     ``"region"`` or ``"off"`` (only for models that cannot run here; every step then says so).
     ``measure=False`` skips timing may-slow passes (they are then kept when correct and smaller).
+
+    Verification is optimistic unless ``verify_each``: the passes run, and the result is checked
+    once against the input model with the tolerance of every pass applied. Only if that check
+    fails is the pipeline replayed with a check after every pass, which rolls back the culprit.
+    Either way the returned model is within the accumulated tolerance of the input; the replay
+    is what names the pass responsible.
     """
     from modelport.passes import create_pass
 
@@ -201,21 +211,56 @@ def optimize(
         verification=verifier.kind if verifier else "off",
         verified_batches=list(verifier.batches) if verifier else [],
     )
-    state = _State(current, nodes0, bytes0, weight_bytes(current), EXACT)
     timer = _Timer(target, plan) if measure else None
+    optimistic = verifier is not None and not verify_each
+    note = "checked once with the whole pipeline" if optimistic else "not verified (verify='off')"
+    run = partial(_run_all, chosen, current, (nodes0, bytes0), target, timer=timer, progress=progress, note=note)
+    state, result.steps = run(None if optimistic else verifier)
+    if optimistic and state.model is not current:
+        assert verifier is not None
+        check = _final_check(verifier, current, state)
+        if check.passed:
+            result.max_abs_error = check.max_abs
+            result.verification = f"{verifier.kind}, once after all passes: {check.detail}"
+        else:
+            logger.warning("optimized model failed verification (%s); replaying pass by pass", check.reason)
+            state, result.steps = run(verifier)
+            result.verification = f"{verifier.kind}, after every pass (the one-shot check failed: {check.reason})"
+    result.model = state.model
+    result.nodes_after = state.nodes
+    result.bytes_after = model_stats(state.model)[1] if state.model is not current else bytes0
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_all(
+    chosen: Sequence[Pass],
+    model: ir.Model,
+    stats: tuple[int, int],
+    target: str,
+    verifier: Verifier | None,
+    *,
+    timer: _Timer | None,
+    progress: Callable[[str], None] | None,
+    note: str,
+) -> tuple[_State, list[PassStep]]:
+    state = _State(model, stats[0], stats[1], weight_bytes(model), EXACT)
+    steps = []
     for p in chosen:
         if progress:
             progress(p.name)
         if target not in p.targets:
-            result.steps.append(_skipped(p, state, f"not for target '{target}'"))
+            steps.append(_skipped(p, state, f"not for target '{target}'"))
             continue
-        step = _run_one(p, state, verifier, timer)
-        result.steps.append(step)
-    result.model = state.model
-    result.nodes_after = state.nodes
-    result.bytes_after = model_stats(state.model)[1] if result.steps else bytes0
-    result.seconds = time.perf_counter() - start
-    return result
+        steps.append(_run_one(p, state, verifier, timer, note))
+    return state, steps
+
+
+def _final_check(verifier: Verifier, model: ir.Model, state: _State) -> Check:
+    try:
+        return verifier.check(model, state.model, state.budget)
+    except Exception as e:
+        return Check(False, reason=f"the optimized model does not run: {e}")
 
 
 @dataclass
@@ -253,7 +298,7 @@ class _Timer:
         return results[0].median_ms, results[1].median_ms
 
 
-def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | None) -> PassStep:
+def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | None, note: str) -> PassStep:
     candidate = clone(state.model)
     t0 = time.perf_counter()
     step = PassStep(p.name, "no change", state.nodes, state.nodes, state.size, state.size, 0.0)
@@ -275,7 +320,7 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
         return _undo(step, t0, "reverted", f"adds {nodes - state.nodes} node(s)")
     allowed = state.budget + p.tolerance
     if verifier is None:
-        step.verification = "not verified (verify='off')"
+        step.verification = note
     else:
         try:
             check = verifier.check(state.model, candidate, allowed)
