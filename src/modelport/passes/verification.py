@@ -235,12 +235,17 @@ def _weights_of(nodes: list[ir.Node]) -> int:
     return total
 
 
+#: Constants up to this size are identified by their contents when grouping regions.
+_SMALL_CONSTANT = 1 << 16
+
+
 def _canonical(before: list[ir.Node], after: list[ir.Node]) -> Any:
     """A key equal for rewrites that differ only in which (unchanged) weights they read.
 
     Value names become numbers in order of appearance; a constant read unchanged by both sides
-    (the same tensor object) becomes its dtype and shape; any other constant (e.g. weights the
-    pass computed) stays unique, so rewrites that change weights are never grouped.
+    (the same tensor object) becomes its dtype and shape; a small constant becomes its contents;
+    any other constant (e.g. big weights the pass computed) stays unique, so rewrites that change
+    weights are never grouped.
     """
     read_b = {id(v.const_value) for n in before for v in n.inputs if v is not None and v.const_value is not None}
     read_a = {id(v.const_value) for n in after for v in n.inputs if v is not None and v.const_value is not None}
@@ -252,7 +257,11 @@ def _canonical(before: list[ir.Node], after: list[ir.Node]) -> Any:
             return None
         t = v.const_value
         if t is not None and v.is_initializer():
-            return ("const", str(t.dtype), tuple(t.shape)) if id(t) in shared else ("const", id(t))
+            if id(t) in shared:
+                return ("const", str(t.dtype), tuple(t.shape))
+            if t.nbytes <= _SMALL_CONSTANT:  # e.g. a bias: equal contents, same kind
+                return ("const", str(t.dtype), tuple(t.shape), hashlib.sha1(t.tobytes()).hexdigest())
+            return ("const", id(t))
         shape = None if v.shape is None else tuple(str(d) for d in v.shape)
         return (numbers.setdefault(v.name or "", len(numbers)), str(v.dtype), shape)
 
@@ -296,7 +305,7 @@ def _release(nodes: list[ir.Node]) -> None:
 
 
 #: Weights one region check may hold (both versions share the same tensors).
-REGION_CHUNK_BYTES = 256 << 20
+REGION_CHUNK_BYTES = 128 << 20
 
 
 def _chunks(
