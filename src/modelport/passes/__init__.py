@@ -22,6 +22,7 @@ from modelport.passes.rules.batchnorm import BatchNormToAffinePass
 from modelport.passes.rules.conv_affine import FoldConvAffinePass
 from modelport.passes.rules.conv_bn import FuseConvBatchNormPass
 from modelport.passes.rules.convtranspose_bn import FuseConvTransposeBatchNormPass
+from modelport.passes.rules.focus import FocusToSpaceToDepthPass
 from modelport.passes.rules.gemm_conv import GemmToConvPass
 from modelport.passes.rules.matmul_add import FuseMatMulAddPass
 from modelport.passes.rules.parallel_conv import MergeParallelConvPass
@@ -38,6 +39,7 @@ __all__ = [
     "CommonSubexpressionEliminationPass",
     "ConstantFoldingPass",
     "DeadCodeEliminationPass",
+    "FocusToSpaceToDepthPass",
     "FoldConvAffinePass",
     "FuseConvBatchNormPass",
     "FuseConvTransposeBatchNormPass",
@@ -61,6 +63,7 @@ PASSES: dict[str, type[Pass]] = {
         ConstantFoldingPass,
         ShapeSimplificationPass,
         CommonSubexpressionEliminationPass,
+        FocusToSpaceToDepthPass,
         FuseConvBatchNormPass,
         FuseConvTransposeBatchNormPass,
         FoldConvAffinePass,
@@ -85,6 +88,7 @@ _GENERIC = (
     "noop",
     "constant-folding",
     "cse",
+    "focus-space-to-depth",
     "conv-bn",
     "convtranspose-bn",
     "conv-affine",
