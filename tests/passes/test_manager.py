@@ -207,3 +207,29 @@ def test_verify_off_says_so_for_every_step(example_path: Path) -> None:
     result = optimize(load(example_path), ["noop"], verify=False)
     assert result.verification == "off"
     assert result.steps[0].verification == "not verified (verify='off')"
+
+
+def test_speed_verdict_keeps_smaller_not_slower_and_demands_a_clear_win_otherwise() -> None:
+    from modelport.passes.manager import _speed_verdict
+
+    assert _speed_verdict(10.0, 10.1, fewer_nodes=True) == ""
+    assert _speed_verdict(10.0, 10.5, fewer_nodes=True).startswith("slower on the target: 10.500 ms")
+    assert _speed_verdict(10.0, 9.9, fewer_nodes=False).startswith("no fewer nodes and not clearly faster")
+    assert _speed_verdict(10.0, 9.5, fewer_nodes=False) == ""
+
+
+def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelport.passes.manager as manager
+
+    copies = 0
+    real_clone = manager.clone
+
+    def counting_clone(model: ir.Model) -> ir.Model:
+        nonlocal copies
+        copies += 1
+        return real_clone(model)
+
+    monkeypatch.setattr(manager, "clone", counting_clone)
+    result = optimize(load(example_path), ["matmul-add-gemm", "convtranspose-bn"], verify=False)
+    assert [s.status for s in result.steps] == ["no change", "no change"]
+    assert copies == 1  # the working copy of the input; no per-pass copy

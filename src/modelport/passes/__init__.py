@@ -16,6 +16,7 @@ from modelport.passes.base import Pass
 from modelport.passes.constant_folding import ConstantFoldingPass
 from modelport.passes.cse import CommonSubexpressionEliminationPass
 from modelport.passes.dead_code import DeadCodeEliminationPass
+from modelport.passes.lift_constants import LiftConstantsPass
 from modelport.passes.noop import NoOpEliminationPass
 from modelport.passes.ort_fusions import OrtFusionsPass
 from modelport.passes.rules.batchnorm import BatchNormToAffinePass
@@ -45,6 +46,7 @@ __all__ = [
     "FuseConvTransposeBatchNormPass",
     "FuseMatMulAddPass",
     "GemmToConvPass",
+    "LiftConstantsPass",
     "MergeParallelConvPass",
     "NoOpEliminationPass",
     "OrtFusionsPass",
@@ -59,6 +61,7 @@ __all__ = [
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (
+        LiftConstantsPass,
         NoOpEliminationPass,
         ConstantFoldingPass,
         ShapeSimplificationPass,
@@ -77,13 +80,15 @@ PASSES: dict[str, type[Pass]] = {
     )
 }
 
-# Standard-ONNX cleanup and fusions, in dependency order: shape chains first (a Reshape whose
+# Standard-ONNX cleanup and fusions, in dependency order: Constant nodes become initializers
+# (every later pass sees one kind of constant), shape chains next (a Reshape whose
 # target becomes a constant may turn out to be a no-op), no-ops and constants next (they expose
 # patterns), CSE before the fusions (equal branches merge first), BatchNorm and
 # affine folds before the horizontal Conv merge (which would hide them), dead code last.
 # Opt-in only: "bn-affine" (a standalone BN as Mul+Add adds a node; useful before a custom
 # fold) and "gemm-conv" (timed at batch 1 it can look neutral and be slower at batch 32).
 _GENERIC = (
+    "lift-constants",
     "shape-simplify",
     "noop",
     "constant-folding",

@@ -34,6 +34,11 @@ class Pass(onnx_ir.passes.InPlacePass):
     #: times the result on the target and reverts the pass if it is slower.
     may_slow: ClassVar[bool] = False
 
+    def applicable(self, model: ir.Model) -> bool:
+        """Whether the pass may change ``model`` (a cheap look; False lets the manager skip the copy)."""
+        del model
+        return True
+
 
 def const_array(value: ir.Value | None) -> np.ndarray[Any, Any] | None:
     """The value's constant contents (initializer or Constant node) as numpy, or None."""

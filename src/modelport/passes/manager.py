@@ -11,7 +11,8 @@ For every pass the manager works on a copy of the current model and then decides
    Conv, engine-specific fusions) is timed side by side with the model before it, on the target
    engine, and reverted when it is slower. The target ``generic`` is timed on ONNX Runtime with
    its own graph optimizations off (the graph as any engine receives it); ``onnxruntime`` at
-   ORT's default level, as it will run.
+   ORT's default level, as it will run. A timed pass that removes no node must be clearly faster
+   (3 %), so that a rewrite within timing noise is not kept on one run and dropped on the next.
 
 Every decision is a :class:`PassStep` in the report; the optimizer never returns a model it did
 not verify (unless the caller turned verification off, and then every step says so).
@@ -65,6 +66,8 @@ REGION_VERIFY_BYTES = 512 << 20
 
 #: A may-slow pass is kept only if its median latency is within this factor of the model before.
 SLOWER_MARGIN = 1.02
+#: ... and, when it removes no node, only if it is at least this much faster.
+FASTER_MARGIN = 0.97
 
 
 @dataclass
@@ -294,16 +297,19 @@ class _Timer:
             OrtRunner(after, graph_optimization=self.level, name="after") as b,
         ):
             feeds = generate_feeds(a.inputs, self.plan)
-            results = bench_interleaved([a, b], feeds, duration=1.0, rounds=4)
+            results = bench_interleaved([a, b], feeds, duration=0.8, rounds=8)
         return results[0].median_ms, results[1].median_ms
 
 
 def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | None, note: str) -> PassStep:
-    candidate = clone(state.model)
     t0 = time.perf_counter()
     step = PassStep(p.name, "no change", state.nodes, state.nodes, state.size, state.size, 0.0)
     step.tolerance = str(p.tolerance)
     try:
+        if not p.applicable(state.model):
+            step.seconds = time.perf_counter() - t0
+            return step
+        candidate = clone(state.model)
         changed = p(candidate).modified
     except Exception as e:  # a broken pass must not take the model down with it
         step.status, step.reason = "failed", f"{type(e).__name__}: {e}"
@@ -333,14 +339,27 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
     if p.may_slow and timer is not None:
         before_ms, after_ms = timer.compare(state.model, candidate)
         step.latency_ms = (before_ms, after_ms)
-        if after_ms > before_ms * SLOWER_MARGIN:
-            reason = f"slower on the target: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+        reason = _speed_verdict(before_ms, after_ms, fewer_nodes=nodes < state.nodes)
+        if reason:
             return _undo(step, t0, "reverted", reason)
     step.status = "applied"
     step.seconds = time.perf_counter() - t0
     state.model, state.nodes, state.size, state.weights = candidate, nodes, step.bytes_after, weights
     state.budget = allowed if verifier is not None else state.budget + p.tolerance
     return step
+
+
+def _speed_verdict(before_ms: float, after_ms: float, *, fewer_nodes: bool) -> str:
+    """Why a timed rewrite is reverted ("" to keep it).
+
+    A rewrite that removes nodes is kept unless it is slower; one that does not must be clearly
+    faster, so that a rewrite within timing noise is not kept on one run and dropped on the next.
+    """
+    if after_ms > before_ms * SLOWER_MARGIN:
+        return f"slower on the target: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+    if not fewer_nodes and after_ms > before_ms * FASTER_MARGIN:
+        return f"no fewer nodes and not clearly faster: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+    return ""
 
 
 def _undo(step: PassStep, t0: float, status: str, reason: str) -> PassStep:

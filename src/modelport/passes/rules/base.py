@@ -57,6 +57,17 @@ class RulePass(Pass):
                 modified = True
         return ir.passes.PassResult(model, modified=modified)
 
+    def applicable(self, model: ir.Model) -> bool:
+        """Whether any rule matches anywhere (checks only: nothing is logged or rewritten)."""
+        for graph in model.graphs():
+            for node in graph:
+                if node.domain not in ("", "ai.onnx"):
+                    continue
+                for rule in self.rules:
+                    if node.op_type in rule.op_types and not isinstance(rule.check(node), str):
+                        return True
+        return False
+
     def _round(self, graph: ir.Graph) -> bool:
         fired = False
         for node in list(graph):
