@@ -219,7 +219,7 @@ def test_speed_verdict_keeps_smaller_not_slower_and_demands_a_clear_win_otherwis
 
 
 def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelport.passes.manager as manager
+    from modelport.passes import manager
 
     copies = 0
     real_clone = manager.clone
