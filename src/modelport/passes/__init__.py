@@ -81,14 +81,16 @@ PASSES: dict[str, type[Pass]] = {
 }
 
 # Standard-ONNX cleanup and fusions, in dependency order: Constant nodes become initializers
-# (every later pass sees one kind of constant), shape chains next (a Reshape whose
-# target becomes a constant may turn out to be a no-op), no-ops and constants next (they expose
-# patterns), CSE before the fusions (equal branches merge first), BatchNorm and
+# (every later pass sees one kind of constant) and constants are folded, so that shape
+# inference sees static Slice/Reshape parameters; shape chains next (a Reshape whose
+# target becomes a constant may turn out to be a no-op), no-ops and constants again (what the
+# shape chains fed is now constant), CSE before the fusions (equal branches merge first), BatchNorm and
 # affine folds before the horizontal Conv merge (which would hide them), dead code last.
 # Opt-in only: "bn-affine" (a standalone BN as Mul+Add adds a node; useful before a custom
 # fold) and "gemm-conv" (timed at batch 1 it can look neutral and be slower at batch 32).
 _GENERIC = (
     "lift-constants",
+    "constant-folding",
     "shape-simplify",
     "noop",
     "constant-folding",
