@@ -99,18 +99,26 @@ class AddIdentityPass(Pass):
 
 
 class SlowPass(Pass):
-    """Correct (Relu is idempotent) but slower: 200 more Relus over the activation."""
+    """Correct but slower: 20 identity 1x1 Convs (exact: x*1 plus zeros) before the first Relu."""
 
     name = "slow"
     may_slow = True
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        conv = next(n for n in model.graph if n.op_type == "Conv")
+        weight = conv.inputs[1]
+        assert weight is not None and weight.const_value is not None
+        channels = weight.const_value.shape[0]
+        eye = ir.Value(
+            name="eye", const_value=ir.tensor(np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1))
+        )
+        eye.shape, eye.type = ir.Shape([channels, channels, 1, 1]), ir.TensorType(ir.DataType.FLOAT)
+        model.graph.register_initializer(eye)
         relu = next(n for n in model.graph if n.op_type == "Relu")
-        x = relu.inputs[0]
-        assert x is not None
-        value = x
-        for _ in range(200):
-            step = ir.node("Relu", [value])
+        value = relu.inputs[0]
+        assert value is not None
+        for _ in range(20):
+            step = ir.node("Conv", [value, eye])
             model.graph.insert_before(relu, step)
             value = step.outputs[0]
         relu.replace_input_with(0, value)
@@ -152,24 +160,35 @@ def test_target_decides_the_pipeline_and_skips_passes_for_other_targets(example_
         assert fusions.status == "reverted" and "slower on the target" in fusions.reason
 
 
-def test_a_may_slow_pass_that_is_slower_is_reverted_with_the_timings(example_path: Path) -> None:
-    # 300 cheap dead Relus the pass removes, so that the node count falls and only speed decides.
+@pytest.mark.parametrize(("timings", "status"), [((5.0, 6.0), "reverted"), ((5.0, 5.05), "applied")])
+def test_a_may_slow_pass_is_timed_and_reverted_when_slower(
+    example_path: Path, monkeypatch: pytest.MonkeyPatch, timings: tuple[float, float], status: str
+) -> None:
+    # The decision is tested with stated timings (timing a model in a unit test is flaky); the
+    # real timer is exercised by the ort-fusions test.
+    from modelport.passes import manager
+
+    monkeypatch.setattr(manager._Timer, "compare", lambda self, before, after: timings)
+    # 21 cheap dead Relus the pass removes, so that the node count falls (by one) and only speed decides.
     model = load(example_path)
     tiny = ir.Value(name="tiny", const_value=ir.tensor(np.ones(1, np.float32), name="tiny"))
     tiny.shape, tiny.type = ir.Shape([1]), ir.TensorType(ir.DataType.FLOAT)
     model.graph.register_initializer(tiny)
-    for _ in range(300):
+    for _ in range(21):
         model.graph.append(ir.node("Relu", [tiny]))
     result = optimize(model, [_DropDeadThenSlow()], target="generic")
     step = result.steps[0]
-    assert step.latency_ms is not None
-    assert step.status == "reverted", step
-    assert "slower on the target" in step.reason
-    assert step.nodes_after == step.nodes_before
+    assert step.latency_ms == timings
+    assert step.status == status, step
+    if status == "reverted":
+        assert step.reason == "slower on the target: 6.000 ms vs 5.000 ms"
+        assert step.nodes_after == step.nodes_before
+    else:
+        assert step.nodes_after == step.nodes_before - 1
 
 
 class _DropDeadThenSlow(Pass):
-    """Removes the 300 dead Relus (fewer nodes) and adds 200 chained Relus (slower)."""
+    """Removes the 21 dead Relus (fewer nodes) and adds 20 identity Convs (slower)."""
 
     name = "drop-dead-then-slow"
     may_slow = True

@@ -27,6 +27,8 @@ __all__ = [
     "infer_shapes",
     "load",
     "save",
+    "serialize_without_weights",
+    "serialized_size",
     "source_path",
     "to_bytes",
     "transform_proto",
@@ -364,3 +366,49 @@ def infer_shapes(model: ir.Model) -> bool:
                 value.shape = other.shape
                 changed = True
     return changed
+
+
+def _serialize_with_placeholders(model: ir.Model, min_bytes: int) -> tuple[bytes, list[tuple[str, ir.TensorProtocol]]]:
+    """Serialize the main graph with its big weights replaced by external references."""
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            # An initializer nobody reads stays inline: ONNX Runtime drops it on load and would
+            # then refuse a buffer for it.
+            if tensor is None or tensor.nbytes < min_bytes or not value.name or not value.uses():
+                continue
+            swapped.append((value, tensor))
+            value.const_value = ir.ExternalTensor(
+                "modelport-shared-weights",
+                0,
+                tensor.nbytes,
+                tensor.dtype,
+                shape=ir.Shape(list(tensor.shape)),  # type: ignore[arg-type]
+                name=value.name,
+            )
+        data = bytes(ir.serde.serialize_model(model).SerializeToString())
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+    return data, [(str(value.name), tensor) for value, tensor in swapped]
+
+
+def serialize_without_weights(model: ir.Model, min_bytes: int = 1 << 20) -> tuple[bytes, list[str], list[Any]]:
+    """The main graph serialized with its big weights marked external, and those weights.
+
+    Returns ``(model bytes, names, arrays)``: the arrays are views of the tensors' memory (for
+    lazily loaded external data, of the mapped file), for engines that take weights as buffers
+    (ONNX Runtime's ``add_external_initializers``) — no weight is copied into the model bytes.
+    The model itself is left unchanged.
+    """
+    import numpy as np
+
+    data, tensors = _serialize_with_placeholders(model, min_bytes)
+    return data, [name for name, _ in tensors], [np.ascontiguousarray(t.numpy()) for _, t in tensors]
+
+
+def serialized_size(model: ir.Model) -> int:
+    """About the bytes of the model serialized with every weight inline (no weight is read)."""
+    data, tensors = _serialize_with_placeholders(model, 1 << 16)
+    return len(data) + sum(int(t.nbytes) for _, t in tensors)

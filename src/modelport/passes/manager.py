@@ -30,7 +30,7 @@ from typing import Any, Literal
 import onnx_ir as ir
 
 from modelport.errors import PassError
-from modelport.ir.serde import clone, to_bytes
+from modelport.ir.serde import clone, serialized_size
 from modelport.passes.base import Pass
 from modelport.passes.verification import Check, FullVerifier, RegionVerifier, weight_bytes
 from modelport.runners.onnxruntime import GraphOptimization
@@ -137,14 +137,8 @@ def _node_count(model: ir.Model) -> int:
 
 
 def model_stats(model: ir.Model) -> tuple[int, int]:
-    """(node count including subgraphs, serialized size in bytes).
-
-    The size is exact for models that serialize to one buffer and the weight bytes otherwise.
-    """
-    weights = weight_bytes(model)
-    if weights > REGION_VERIFY_BYTES:
-        return _node_count(model), weights
-    return _node_count(model), len(to_bytes(model))
+    """(node count including subgraphs, serialized size in bytes; no weight is read)."""
+    return _node_count(model), serialized_size(model)
 
 
 def default_passes(target: str = "generic") -> list[Pass]:

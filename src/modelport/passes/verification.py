@@ -69,7 +69,7 @@ class FullVerifier:
         self.feeds: list[Feeds] = []
         self.reference: list[Feeds] = []
         self.batches: list[int] = []
-        with OrtRunner(model, graph_optimization="disable", name="input model") as runner:
+        with OrtRunner(model, graph_optimization="disable", name="input model", share_weights=True) as runner:
             for requested in batches:
                 batch = effective_batch(runner.inputs, requested)
                 if batch in self.batches:
@@ -82,7 +82,7 @@ class FullVerifier:
     def check(self, before: ir.Model, after: ir.Model, tolerance: Tolerance) -> Check:
         del before  # compared with the input model's reference outputs, not the previous step
         diffs: list[OutputDiff] = []
-        with OrtRunner(after, graph_optimization="disable", name="candidate") as runner:
+        with OrtRunner(after, graph_optimization="disable", name="candidate", share_weights=True) as runner:
             for feeds, reference in zip(self.feeds, self.reference, strict=True):
                 diffs.extend(diff_outputs(runner.infer(feeds), reference, tolerance))
         worst = max((d.max_abs for d in diffs), default=0.0)

@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelport.errors import BackendError, InputDtypeError
-from modelport.ir.serde import to_bytes
+from modelport.ir.serde import serialize_without_weights, to_bytes
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds, Outputs, Runner
 
@@ -63,7 +63,8 @@ class OrtRunner(Runner):
             return model
         if isinstance(model, ir.Model):
             if self.share_weights:
-                data, self._shared = _without_weights(model)
+                data, names, arrays = serialize_without_weights(model)
+                self._shared = (names, arrays)
                 return data
             return to_bytes(model)
         return str(model)
@@ -129,42 +130,6 @@ class OrtRunner(Runner):
             "inter_op_threads": self.inter_op_threads or "default",
             "graph_optimization": self.graph_optimization,
         }
-
-
-#: Initializers at least this big are shared with ONNX Runtime rather than copied (share_weights).
-_SHARE_MIN_BYTES = 1 << 20
-
-
-def _without_weights(model: ir.Model) -> tuple[bytes, tuple[list[str], list[Any]]]:
-    """The model serialized with its big weights marked external, and those weights as arrays.
-
-    The arrays are views of the tensors' memory (for lazily loaded external data, of the mapped
-    file), so a session built from them holds no copy of the weights.
-    """
-    names: list[str] = []
-    arrays: list[Any] = []
-    swapped: list[tuple[ir.Value, Any]] = []
-    try:
-        for value in model.graph.initializers.values():
-            tensor = value.const_value
-            if tensor is None or tensor.nbytes < _SHARE_MIN_BYTES or not value.name:
-                continue
-            names.append(value.name)
-            arrays.append(np.ascontiguousarray(tensor.numpy()))
-            swapped.append((value, tensor))
-            value.const_value = ir.ExternalTensor(
-                "modelport-shared-weights",
-                0,
-                tensor.nbytes,
-                tensor.dtype,
-                shape=ir.Shape(list(tensor.shape)),  # type: ignore[arg-type]
-                name=value.name,
-            )
-        data = bytes(ir.serde.serialize_model(model).SerializeToString())
-    finally:
-        for value, tensor in swapped:
-            value.const_value = tensor
-    return data, (names, arrays)
 
 
 def _text_tensor(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
