@@ -8,6 +8,7 @@ pass against it and rolls the pass back when it is exceeded. Pure rewiring passe
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,7 +17,7 @@ import onnx_ir.passes
 
 from modelport.verify.tolerance import EXACT, Tolerance
 
-__all__ = ["Pass", "add_initializer", "bypass", "const_array", "only_consumer"]
+__all__ = ["Pass", "add_initializer", "bypass", "const_array", "drop_unused_initializers", "only_consumer"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +66,31 @@ def add_initializer(graph: ir.Graph, array: np.ndarray[Any, Any], name: str) -> 
     return value
 
 
-def only_consumer(value: ir.Value, consumer: ir.Node) -> str | None:
+def only_consumer(value: ir.Value, consumer: ir.Node | Collection[ir.Node]) -> str | None:
     """Why ``value`` may NOT be folded into ``consumer`` (None when it may).
 
-    The single place where the "no other consumers, not a graph output" invariant lives.
+    ``consumer`` is one node or the set of nodes a pattern replaces together. The single place
+    where the "no other consumers, not a graph output" invariant lives.
     """
     if value.is_graph_output():
         return f"'{value.name}' is a graph output"
-    others = [n for n in value.consumers() if n is not consumer]
+    allowed = {consumer} if isinstance(consumer, ir.Node) else set(consumer)
+    others = [n for n in value.consumers() if n not in allowed]
     if others:
         return f"'{value.name}' is also read by {others[0].op_type} '{others[0].name}'"
     return None
+
+
+def drop_unused_initializers(graph: ir.Graph, values: Collection[ir.Value | None]) -> None:
+    """Remove those of ``values`` that are initializers of ``graph`` nobody reads any more.
+
+    For rewrites that replace parameters: the old ones go at once, not only at dead-code time.
+    """
+    for value in values:
+        if value is None or value.name is None or graph.initializers.get(value.name) is not value:
+            continue
+        if not value.uses() and not value.is_graph_output():
+            graph.initializers.pop(value.name)
 
 
 def bypass(node: ir.Node, source: ir.Value) -> str | None:

@@ -68,6 +68,8 @@ REGION_VERIFY_BYTES = 512 << 20
 SLOWER_MARGIN = 1.02
 #: ... and, when it removes no node, only if it is at least this much faster.
 FASTER_MARGIN = 0.97
+#: Time spent timing one may-slow pass (both versions, interleaved).
+TIMING_SECONDS = 0.5
 
 
 @dataclass
@@ -291,7 +293,13 @@ class _Timer:
             OrtRunner(after, graph_optimization=self.level, name="after") as b,
         ):
             feeds = generate_feeds(a.inputs, self.plan)
-            results = bench_interleaved([a, b], feeds, duration=0.8, rounds=8)
+            t0 = time.perf_counter()
+            a.infer(feeds)
+            b.infer(feeds)
+            per_run = (time.perf_counter() - t0) / 2
+            # Each window holds at least 3 runs of each; as many alternations as fit the budget.
+            rounds = max(2, min(8, int(TIMING_SECONDS / (6 * per_run))))
+            results = bench_interleaved([a, b], feeds, duration=TIMING_SECONDS, rounds=rounds, warmup=1)
         return results[0].median_ms, results[1].median_ms
 
 

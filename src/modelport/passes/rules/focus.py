@@ -126,12 +126,9 @@ def _private(concat: ir.Node, slices: list[ir.Node]) -> str | None:
     """
     inside = {*slices, concat}
     for node in slices:
-        out = node.outputs[0]
-        if out.is_graph_output():
-            return f"'{out.name}' is a graph output"
-        outside = [n for n in out.consumers() if n not in inside]
-        if outside:
-            return f"'{out.name}' is also read by {outside[0].op_type} '{outside[0].name}'"
+        reason = only_consumer(node.outputs[0], inside)
+        if reason:
+            return reason
     return None
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from modelport.passes.base import add_initializer, const_array
+from modelport.passes.base import add_initializer, const_array, drop_unused_initializers
 from modelport.passes.rules.base import Rule, RulePass
 from modelport.verify.tolerance import Tolerance
 
@@ -186,16 +186,7 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
     ir.convenience.replace_nodes_and_values(
         graph, first, convs, [merged, split], [c.outputs[0] for c in convs], list(split.outputs)
     )
-    _drop_unused_initializers(graph, replaced)
-
-
-def _drop_unused_initializers(graph: ir.Graph, values: list[ir.Value | None]) -> None:
-    """Remove the replaced parameters that nothing reads any more (dead-code would, later)."""
-    for value in values:
-        if value is None or value.name is None or graph.initializers.get(value.name) is not value:
-            continue
-        if not value.uses() and not value.is_graph_output():
-            graph.initializers.pop(value.name)
+    drop_unused_initializers(graph, replaced)
 
 
 class ParallelConvRule(Rule[_Match]):
