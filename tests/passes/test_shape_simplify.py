@@ -290,3 +290,41 @@ def test_torch_view_batch_minus_one_export_folds() -> None:
     assert len(op_types(after)) < len(op_types(model))
     assert _reshape_target(after) == [0, -1]
     _check_batches(model, after, (3, 4, 4))
+
+
+def _head() -> ir.Model:
+    """x -> Reshape(0, 3, 4, 4, 4) -> Sigmoid -> Add(grid) -> Transpose -> Reshape(batch of x, -1)."""
+    return ir.from_onnx_text(
+        """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 12, 4, 4] x, float[M, 3, 4, 4, 4] other) => (float[N, 192] y, float[N, 3, 4, 4, 4] z) {
+      r = Reshape(x, five)
+      a = Sigmoid(r)
+      b = Add(a, grid)
+      t = Transpose<perm=[0, 1, 3, 2, 4]>(b)
+      sh = Shape(x)
+      n = Gather<axis=0>(sh, zero)
+      n1 = Unsqueeze(n, ax0)
+      target = Concat<axis=0>(n1, m1)
+      y = Reshape(t, target)
+      z = Add(a, other)
+    }"""
+    )
+
+
+def test_batch_is_traced_through_ops_that_keep_it_when_inference_renamed_the_symbol() -> None:
+    # Shape inference sometimes gives a head's batch a fresh symbol (it cannot match two names);
+    # the provenance walk still proves that dim 0 of 't' is dim 0 of 'x'.
+    from modelport.passes.shape_simplify import _DimOf, _same_dim
+
+    model = _head()
+    values = {v.name: v for node in model.graph for v in (*node.inputs, *node.outputs) if v is not None}
+    for name in ("r", "a", "b", "t", "z"):
+        values[name].shape = ir.Shape([ir.SymbolicDim(f"renamed_{name}"), 3, 4, 4, 4])
+    values["grid"].shape = ir.Shape([1, 3, 1, 1, 4])
+    values["other"].shape = ir.Shape([ir.SymbolicDim("M"), 3, 4, 4, 4])
+    values["five"].const_value = ir.tensor(np.array([0, 3, 4, 4, 4], np.int64), name="five")
+    x = model.graph.inputs[0]
+    assert _same_dim(_DimOf(x, 0), values["t"], 0)
+    assert not _same_dim(_DimOf(x, 0), values["t"], 1)  # the Transpose moved other axes
+    # Broadcast against a tensor with its own batch M: not provably x's batch.
+    assert not _same_dim(_DimOf(x, 0), values["z"], 0)

@@ -290,7 +290,92 @@ def _same_dim(elem: _DimOf, data: ir.Value, position: int) -> bool:
     if elem.value is data and elem.axis == position:
         return True
     dim = data.shape[position] if data.shape is not None and position < data.shape.rank() else None
-    return isinstance(dim, ir.SymbolicDim) and dim.value is not None and dim.value == elem.symbol()
+    if isinstance(dim, ir.SymbolicDim) and dim.value is not None and dim.value == elem.symbol():
+        return True
+    return _traces_to(data, position, elem, _MAX_TRACE)
+
+
+#: Nodes a provenance walk may visit (see :func:`_traces_to`).
+_MAX_TRACE = 64
+_UNARY = frozenset(
+    {"Sigmoid", "Relu", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Erf", "Cast", "Identity", "Clip", "LeakyRelu"}
+    | {"HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu", "Gelu", "Mish", "Floor", "Ceil", "Round", "Reciprocal"}
+)
+_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "PRelu"})
+
+
+def _sliced_axes(node: ir.Node) -> list[int] | None:
+    """The axes a Slice cuts (constant axes input or attribute; all leading axes by default)."""
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        axes = const_array(node.inputs[3])
+        return None if axes is None else [int(a) for a in axes.reshape(-1)]
+    if "axes" in node.attributes:
+        return list(node.attributes["axes"].as_ints())
+    starts = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if starts is None:
+        starts_attr = node.attributes.get("starts")
+        return None if starts_attr is None else list(range(len(starts_attr.as_ints())))
+    return list(range(starts.size))
+
+
+def _traces_to(value: ir.Value, axis: int, target: _DimOf, budget: int) -> bool:
+    """Whether axis ``axis`` of ``value`` is, through size-preserving ops, ``target``'s dim.
+
+    Shape inference renames a symbolic dim whenever it cannot match two symbols (a broadcast, a
+    Concat), which hides that a detector head's batch is still the batch of the Conv it came
+    from. Walking back through ops that carry one axis through unchanged (element-wise ops where
+    the other operands are 1 on that axis, Concat/Slice/Split on other axes, Transpose, Reshape
+    with a 0 there) recovers it. Every branch that feeds the axis must lead to ``target``.
+    """
+    if value is target.value and axis == target.axis:
+        return True
+    node = value.producer()
+    if budget <= 0 or node is None or node.domain not in ("", "ai.onnx") or value.shape is None:
+        return False
+    rank = value.shape.rank()
+    sources = _axis_sources(node, axis, rank)
+    return bool(sources) and all(_traces_to(v, a, target, budget - 1) for v, a in sources)
+
+
+def _broadcast_sources(node: ir.Node, axis: int, rank: int) -> list[tuple[ir.Value, int]]:
+    """Inputs of an element-wise op that set the output's size on ``axis`` (not broadcast there)."""
+    sources = []
+    for v in node.inputs:
+        if v is None or v.shape is None:
+            return []
+        a = axis - (rank - v.shape.rank())
+        if a < 0 or v.shape[a] == 1:
+            continue  # broadcast over this axis: it does not set the size
+        sources.append((v, a))
+    return sources
+
+
+def _axis_sources(node: ir.Node, axis: int, rank: int) -> list[tuple[ir.Value, int]]:
+    """The (input, axis) pairs that determine axis ``axis`` of ``node``'s output (empty: unknown)."""
+    op = node.op_type
+    first = node.inputs[0] if node.inputs else None
+    if first is None:
+        return []
+    if op in _UNARY:
+        return [(first, axis)]
+    if op in _BROADCAST:
+        return _broadcast_sources(node, axis, rank)
+    if op == "Concat":
+        cat = _int_attr(node, "axis", 0) % rank
+        return [] if cat == axis else [(v, axis) for v in node.inputs if v is not None]
+    if op in ("Slice", "Split"):
+        axes = _sliced_axes(node) if op == "Slice" else [_int_attr(node, "axis", 0)]
+        if axes is None or any(a % rank == axis for a in axes):
+            return []
+        return [(first, axis)]
+    if op == "Transpose":
+        perm = node.attributes.get("perm")
+        return [] if perm is None else [(first, int(perm.as_ints()[axis]))]
+    if op == "Reshape" and not _int_attr(node, "allowzero", 0):
+        shape = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if shape is not None and axis < shape.size and int(shape.reshape(-1)[axis]) == 0:
+            return [(first, axis)]
+    return []
 
 
 def _reshape_target(node: ir.Node, vec: _Vec) -> np.ndarray[Any, Any] | str:
