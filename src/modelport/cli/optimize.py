@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(
         f"nodes {result.nodes_before} → {result.nodes_after}, bytes {result.bytes_before:,} → "
-        f"{result.bytes_after:,}; verification: {result.verification} at batch {result.verified_batches}; "
+        f"{result.bytes_after:,}; verification: {result.verification}; "
         f"{result.seconds:.2f} s"
     )
     for step in result.reverted:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from modelport.passes.base import const_array, only_consumer
+from modelport.passes.base import const_array, drop_unused_initializers, only_consumer
 from modelport.passes.rules.base import Rule, RulePass
 from modelport.verify.tolerance import Tolerance
 
@@ -93,7 +93,9 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
         attributes=dict(m.conv.attributes),
         name=m.conv.name,
     )
+    replaced = [*m.conv.inputs[1:], *m.bn.inputs[1:]]
     ir.convenience.replace_nodes_and_values(graph, m.bn, [m.conv, m.bn], [fused], [m.bn.outputs[0]], [fused.outputs[0]])
+    drop_unused_initializers(graph, replaced)
 
 
 class ConvBatchNormRule(Rule[_Match]):
