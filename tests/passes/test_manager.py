@@ -252,3 +252,18 @@ def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, mon
     result = optimize(load(example_path), ["matmul-add-gemm", "convtranspose-bn"], verify=False)
     assert [s.status for s in result.steps] == ["no change", "no change"]
     assert copies == 1  # the working copy of the input; no per-pass copy
+
+
+@pytest.mark.parametrize("verify_each", [False, True])
+def test_a_model_onnx_runtime_cannot_run_is_the_callers_error_not_a_passs(verify_each: bool) -> None:
+    from modelport.errors import BackendError
+
+    model = ir.from_onnx_text(
+        """<ir_version: 8, opset_import: ["" : 17, "acme" : 1]>
+        g (float[N, 3] x) => (float[N, 3] y) {
+          i = Identity(x)
+          y = acme.Frobnicate(i)
+        }"""
+    )
+    with pytest.raises(BackendError, match="ONNX Runtime could not load model 'input model'"):
+        optimize(model, ["noop"], verify_each=verify_each)

@@ -208,13 +208,18 @@ def optimize(
         nodes_before=nodes0,
         bytes_before=bytes0,
         verification=verifier.kind if verifier else "off",
-        verified_batches=list(verifier.batches) if verifier else [],
     )
     timer = _Timer(target, plan) if measure else None
     optimistic = verifier is not None and not verify_each
+    if verifier is not None and not optimistic:
+        result.verified_batches = list(verifier.batches)  # a model ORT cannot run fails here, first
     note = "checked once with the whole pipeline" if optimistic else "not verified (verify='off')"
     run = partial(_run_all, chosen, current, (nodes0, bytes0), target, timer=timer, progress=progress, note=note)
     state, result.steps = run(None if optimistic else verifier)
+    if verifier is not None:
+        # The input model's reference run (in the background for the whole-model check) must
+        # have worked: a model ONNX Runtime cannot run is the caller's error, not a pass's.
+        result.verified_batches = list(verifier.batches)
     if optimistic and state.model is not current:
         assert verifier is not None
         check = _final_check(verifier, current, state)

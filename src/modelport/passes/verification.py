@@ -61,33 +61,59 @@ def _first_failure(diffs: Sequence[OutputDiff]) -> str:
 
 
 class FullVerifier:
-    """Whole-model comparison against reference outputs of the input model."""
+    """Whole-model comparison against reference outputs of the input model.
+
+    The reference outputs are computed in a background thread while the passes run (ONNX
+    Runtime releases the GIL, the passes are Python): on two cores the reference run is almost
+    free. The model is serialized before the thread starts, so nothing touches it concurrently.
+    """
 
     kind = "full"
 
     def __init__(self, model: ir.Model, plan: InputPlan, batches: Sequence[int]) -> None:
-        self.feeds: list[Feeds] = []
-        self.reference: list[Feeds] = []
-        self.batches: list[int] = []
-        with OrtRunner(model, graph_optimization="disable", name="input model", share_weights=True) as runner:
-            for requested in batches:
-                batch = effective_batch(runner.inputs, requested)
-                if batch in self.batches:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from modelport.ir.serde import serialize_without_weights
+
+        data, names, arrays = serialize_without_weights(model)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-reference")
+        self._future = self._pool.submit(self._reference, data, (names, arrays), plan, list(batches))
+        self._pool.shutdown(wait=False)
+
+    @staticmethod
+    def _reference(
+        data: bytes, weights: tuple[list[str], list[Any]], plan: InputPlan, requested: list[int]
+    ) -> tuple[list[int], list[Feeds], list[Feeds]]:
+        batches: list[int] = []
+        all_feeds: list[Feeds] = []
+        reference: list[Feeds] = []
+        runner = OrtRunner(data, graph_optimization="disable", name="input model", external_initializers=weights)
+        with runner:
+            for wanted in requested:
+                batch = effective_batch(runner.inputs, wanted)
+                if batch in batches:
                     continue
-                self.batches.append(batch)
+                batches.append(batch)
                 feeds = generate_feeds(runner.inputs, replace(plan, batch=batch))
-                self.feeds.append(feeds)
-                self.reference.append(runner.infer(feeds))
+                all_feeds.append(feeds)
+                reference.append(runner.infer(feeds))
+        return batches, all_feeds, reference
+
+    @property
+    def batches(self) -> list[int]:
+        """The batch sizes checked (waits for the reference run; raises what it raised)."""
+        return self._future.result()[0]
 
     def check(self, before: ir.Model, after: ir.Model, tolerance: Tolerance) -> Check:
         del before  # compared with the input model's reference outputs, not the previous step
+        batches, all_feeds, reference = self._future.result()
         diffs: list[OutputDiff] = []
         with OrtRunner(after, graph_optimization="disable", name="candidate", share_weights=True) as runner:
-            for feeds, reference in zip(self.feeds, self.reference, strict=True):
-                diffs.extend(diff_outputs(runner.infer(feeds), reference, tolerance))
+            for feeds, expected in zip(all_feeds, reference, strict=True):
+                diffs.extend(diff_outputs(runner.infer(feeds), expected, tolerance))
         worst = max((d.max_abs for d in diffs), default=0.0)
         passed = all(d.passed for d in diffs)
-        return Check(passed, worst, _first_failure(diffs), f"whole model at batch {self.batches}")
+        return Check(passed, worst, _first_failure(diffs), f"whole model at batch {batches}")
 
 
 # -- region verification ------------------------------------------------------------------------

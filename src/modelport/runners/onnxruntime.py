@@ -44,6 +44,7 @@ class OrtRunner(Runner):
         graph_optimization: GraphOptimization = "all",
         name: str | None = None,
         share_weights: bool = False,
+        external_initializers: tuple[list[str], list[Any]] | None = None,
     ) -> None:
         if name is None:
             name = Path(model).stem if isinstance(model, str | os.PathLike) else "model"
@@ -54,12 +55,16 @@ class OrtRunner(Runner):
         self.inter_op_threads = inter_op_threads
         self.graph_optimization = graph_optimization
         self.share_weights = share_weights
+        # Weights given as buffers for a model passed as bytes (see serialize_without_weights).
+        self._given = external_initializers
         self._shared: tuple[list[str], list[Any]] = ([], [])
         self._session: Any = None
 
     def _source(self) -> str | bytes:
         model = self._model
         if isinstance(model, bytes):
+            if self._given is not None:
+                self._shared = self._given
             return model
         if isinstance(model, ir.Model):
             if self.share_weights:
