@@ -119,9 +119,9 @@ def test_errors_reach_the_user_and_the_input_is_never_overwritten(
         _cli(capsys, "extract", str(model_path), "--outputs", "yy", "-o", str(tmp_path / "x.onnx"))
     with pytest.raises(ConfigError, match="no node matches name='n_q'"):
         _cli(capsys, "remove", str(model_path), "--node", "n_q", "-o", str(tmp_path / "x.onnx"))
-    with pytest.raises(SystemExit, match="not of the form NAME:AXIS=DIM"):
+    with pytest.raises(ConfigError, match="not of the form NAME:AXIS=DIM"):
         _cli(capsys, "set-shape", str(model_path), "--dynamic", "x=batch", "-o", str(tmp_path / "x.onnx"))
-    with pytest.raises(SystemExit, match="needs --input"):
+    with pytest.raises(ConfigError, match="needs --input"):
         _cli(capsys, "set-shape", str(model_path), "-o", str(tmp_path / "x.onnx"))
     assert not (tmp_path / "x.onnx").exists()
 

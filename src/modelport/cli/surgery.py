@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from modelport.cli._common import add_json, add_output, emit_json
+from modelport.errors import ConfigError
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -126,7 +127,7 @@ def _csv(text: str | None) -> list[str]:
 def _pair(item: str, flag: str, form: str) -> tuple[str, str]:
     key, sep, value = item.rpartition("=")
     if not sep or not key or not value:
-        raise SystemExit(f"error: {flag} '{item}' is not of the form {form}")
+        raise ConfigError(f"{flag} '{item}' is not of the form {form}")
     return key, value
 
 
@@ -163,7 +164,7 @@ def _set_shape(model: ir.Model, args: argparse.Namespace) -> tuple[ir.Model, str
     from modelport.surgery.shapes import Dim
 
     if not args.input and not args.dynamic:
-        raise SystemExit("error: set-shape needs --input NAME=D0,D1,... or --dynamic NAME:AXIS=DIM")
+        raise ConfigError("set-shape needs --input NAME=D0,D1,... or --dynamic NAME:AXIS=DIM")
     shapes: dict[str, list[Dim]] = {}
     for item in args.input:
         name, text = _pair(item, "--input", "NAME=D0,D1,... (e.g. x=1,3,224,224 or x=batch,3,?,?)")
@@ -177,14 +178,14 @@ def _set_shape(model: ir.Model, args: argparse.Namespace) -> tuple[ir.Model, str
         where, label = _pair(item, "--dynamic", "NAME:AXIS=DIM (e.g. x:0=batch)")
         name, _, axis_text = where.rpartition(":")
         if not name or not axis_text.lstrip("-").isdigit():
-            raise SystemExit(f"error: --dynamic '{item}' is not of the form NAME:AXIS=DIM (e.g. x:0=batch)")
+            raise ConfigError(f"--dynamic '{item}' is not of the form NAME:AXIS=DIM (e.g. x:0=batch)")
         if name not in current:
             shapes[name] = []  # the library names the inputs there are
             continue
         dims = shapes.setdefault(name, list(current[name]))
         axis = int(axis_text)
         if not -len(dims) <= axis < len(dims):
-            raise SystemExit(f"error: --dynamic '{item}': input '{name}' has no axis {axis} (rank {len(dims)})")
+            raise ConfigError(f"--dynamic '{item}': input '{name}' has no axis {axis} (rank {len(dims)})")
         dims[axis] = label
     set_input_shapes(model, shapes, verify=not args.no_verify)
     shown = ", ".join(f"{v.name}: {v.shape}" for v in model.graph.inputs if v.name in shapes)
@@ -237,7 +238,7 @@ def _option_value(text: str) -> object:
         try:
             return np.load(text[1:])
         except OSError as e:
-            raise SystemExit(f"error: cannot read the array file '{text[1:]}': {e}") from e
+            raise ConfigError(f"cannot read the array file '{text[1:]}': {e}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -245,7 +246,6 @@ def _option_value(text: str) -> object:
 
 
 def _recipe(model: ir.Model, args: argparse.Namespace) -> tuple[ir.Model, str]:
-    from modelport.errors import ConfigError
     from modelport.surgery.recipes import RECIPES
 
     recipe = RECIPES.get(args.recipe)
