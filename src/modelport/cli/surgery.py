@@ -95,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from modelport.ir.serde import load, save
 
     model = load(args.model)
-    before = _count_nodes(model)
+    from modelport.ir.summary import node_count
+
+    before = node_count(model)
     result, detail = args.apply(model, args)
-    after = _count_nodes(result)
+    after = node_count(result)
     save(result, args.output, in_place=args.in_place)
     if args.json:
         emit_json(
@@ -112,12 +114,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"surgery {args.action}: {detail}; nodes {before} → {after}; wrote {args.output}")
     return 0
-
-
-def _count_nodes(model: ir.Model) -> int:
-    import onnx_ir as ir
-
-    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 def _csv(text: str | None) -> list[str]:

@@ -32,6 +32,7 @@ __all__ = [
     "source_path",
     "to_bytes",
     "transform_proto",
+    "weight_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def source_path(model: ir.Model) -> Path | None:
     return Path(source) if source else None
 
 
-def _weight_bytes(model: ir.Model) -> int:
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes of every initializer of every graph, read from tensor metadata (no weight is loaded)."""
     total = 0
     for graph in model.graphs():
         for value in graph.initializers.values():
@@ -171,7 +173,7 @@ def save(
     except OSError as e:
         raise ModelSaveError(f"cannot create the output folder '{parent}': {e}") from e
     if external_data is None:
-        external_data = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     if source is not None and target.resolve() == source:
         # The side file is about to be replaced: the model must stop reading from it.
         ir.external_data.load_to_model(model)
@@ -278,7 +280,7 @@ def _copy_range(source: Any, out: Any, count: int, position: int) -> int:
 
 
 def _check_inline_size(model: ir.Model, target: Path) -> None:
-    if _weight_bytes(model) > _PROTOBUF_LIMIT:
+    if weight_bytes(model) > _PROTOBUF_LIMIT:
         raise ModelSaveError(
             f"'{target}' would exceed the 2 GiB protobuf limit with weights inline — save it with external_data=True"
         )
@@ -286,7 +288,7 @@ def _check_inline_size(model: ir.Model, target: Path) -> None:
 
 def to_bytes(model: ir.Model) -> bytes:
     """Serialize a model, with every weight inline, for engines that load from memory."""
-    if _weight_bytes(model) > _PROTOBUF_LIMIT:
+    if weight_bytes(model) > _PROTOBUF_LIMIT:
         raise InvalidModelError(
             "the model's weights exceed 2 GiB and cannot be serialized to one buffer — "
             "save it with external data and load the engine from the file"

@@ -15,7 +15,7 @@ import onnx_ir as ir
 from modelport.ir.serde import clone, source_path
 from modelport.ir.specs import TensorSpec, concrete_shape, specs_of
 
-__all__ = ["ModelSummary", "count_macs", "quantization_kind", "summarize"]
+__all__ = ["ModelSummary", "count_macs", "node_count", "quantization_kind", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class ModelSummary:
 def _all_nodes(model: ir.Model) -> list[ir.Node]:
     """Every node, including those inside If/Loop/Scan bodies."""
     return list(ir.traversal.RecursiveGraphIterator(model.graph))
+
+
+def node_count(model: ir.Model) -> int:
+    """Nodes of the model, including those inside If/Loop/Scan bodies."""
+    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 def quantization_kind(model: ir.Model) -> str:

@@ -17,7 +17,15 @@ import onnx_ir.passes
 
 from modelport.verify.tolerance import EXACT, Tolerance
 
-__all__ = ["Pass", "add_initializer", "bypass", "const_array", "drop_unused_initializers", "only_consumer"]
+__all__ = [
+    "Pass",
+    "add_initializer",
+    "bypass",
+    "const_array",
+    "drop_unused_initializers",
+    "has_subgraph",
+    "only_consumer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,11 @@ class Pass(onnx_ir.passes.InPlacePass):
         """Whether the pass may change ``model`` (a cheap look; False lets the manager skip the copy)."""
         del model
         return True
+
+
+def has_subgraph(node: ir.Node) -> bool:
+    """Whether the node carries a graph (If/Loop/Scan body)."""
+    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
 
 
 def const_array(value: ir.Value | None) -> np.ndarray[Any, Any] | None:

@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnx_ir.passes import common
 
 from modelport.ir.serde import infer_shapes, to_bytes
-from modelport.passes.base import Pass
+from modelport.passes.base import Pass, has_subgraph
 from modelport.verify.tolerance import Tolerance
 
 __all__ = ["ConstantFoldingPass"]
@@ -58,7 +58,7 @@ def _constant_nodes(graph: ir.Graph) -> tuple[list[ir.Node], set[ir.Value]]:
             continue
         if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
             continue
-        if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
+        if has_subgraph(node):
             continue
         if node.inputs and all(_is_constant_input(v, known) for v in node.inputs):
             foldable.append(node)

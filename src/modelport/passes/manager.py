@@ -30,9 +30,10 @@ from typing import Any, Literal
 import onnx_ir as ir
 
 from modelport.errors import PassError
-from modelport.ir.serde import clone, serialized_size
+from modelport.ir.serde import clone, serialized_size, weight_bytes
+from modelport.ir.summary import node_count
 from modelport.passes.base import Pass
-from modelport.passes.verification import Check, FullVerifier, RegionVerifier, weight_bytes
+from modelport.passes.verification import Check, FullVerifier, RegionVerifier
 from modelport.runners.onnxruntime import GraphOptimization
 from modelport.verify.inputs import (
     InputPlan,
@@ -134,13 +135,9 @@ class OptimizeResult:
         }
 
 
-def _node_count(model: ir.Model) -> int:
-    return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
-
-
 def model_stats(model: ir.Model) -> tuple[int, int]:
     """(node count including subgraphs, serialized size in bytes; no weight is read)."""
-    return _node_count(model), serialized_size(model)
+    return node_count(model), serialized_size(model)
 
 
 def default_passes(target: str = "generic") -> list[Pass]:
@@ -326,7 +323,7 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
     if not changed:
         step.seconds = time.perf_counter() - t0
         return step
-    nodes = _node_count(candidate)
+    nodes = node_count(candidate)
     weights = weight_bytes(candidate)
     step.nodes_after, step.bytes_after = nodes, state.size + weights - state.weights
     if nodes > state.nodes:

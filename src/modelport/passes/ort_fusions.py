@@ -20,9 +20,8 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from modelport.ir.serde import load, to_bytes
+from modelport.ir.serde import load, to_bytes, weight_bytes
 from modelport.passes.base import Pass
-from modelport.passes.verification import weight_bytes
 from modelport.verify.tolerance import Tolerance
 
 __all__ = ["OrtFusionsPass"]

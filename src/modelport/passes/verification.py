@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from modelport.passes.base import has_subgraph
 from modelport.runners.onnxruntime import OrtRunner
 from modelport.verify.diff import OutputDiff, diff_outputs
 from modelport.verify.inputs import InputPlan, effective_batch, generate_feeds
 from modelport.verify.tolerance import Tolerance
 
-__all__ = ["Check", "FullVerifier", "RegionVerifier", "weight_bytes"]
+__all__ = ["Check", "FullVerifier", "RegionVerifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,6 @@ class Check:
     max_abs: float = 0.0
     reason: str = ""
     detail: str = ""
-
-
-def weight_bytes(model: ir.Model) -> int:
-    """Bytes of every constant tensor (initializers of all graphs), read from metadata only."""
-    return sum(
-        int(v.const_value.nbytes) for g in model.graphs() for v in g.initializers.values() if v.const_value is not None
-    )
 
 
 def _first_failure(diffs: Sequence[OutputDiff]) -> str:
@@ -407,7 +401,7 @@ class RegionVerifier:
         sig_after = {_signature(n): n for n in after.graph}
         removed = [n for s, n in sig_before.items() if s not in sig_after]
         added = [n for s, n in sig_after.items() if s not in sig_before]
-        if any(_has_subgraph(n) for n in (*removed, *added)):
+        if any(has_subgraph(n) for n in (*removed, *added)):
             return Check(False, reason="a rewrite inside an If/Loop/Scan body cannot be verified by region")
         _expand(removed, added)
         detail = f"{len(removed)} -> {len(added)} nodes"
@@ -472,7 +466,3 @@ class RegionVerifier:
         names = [v.name or "" for v in region.inputs]
         with OrtRunner(sub, graph_optimization="disable", name="region", share_weights=True) as runner:
             return [runner.infer({name: feeds[name] for name in names}) for feeds in all_feeds]
-
-
-def _has_subgraph(node: ir.Node) -> bool:
-    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
