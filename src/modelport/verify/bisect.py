@@ -184,7 +184,9 @@ def compare_tensor(
     c = np.asarray(candidate, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
     finite = np.isfinite(c) & np.isfinite(r)
-    same_nonfinite = bool(np.array_equal(np.isfinite(c), np.isfinite(r)) and np.array_equal(c[~finite], r[~finite], equal_nan=True))
+    same_nonfinite = bool(
+        np.array_equal(np.isfinite(c), np.isfinite(r)) and np.array_equal(c[~finite], r[~finite], equal_nan=True)
+    )
     err = np.abs(c[finite] - r[finite])
     max_abs = float(err.max()) if err.size else 0.0
     scale = float(np.abs(r[finite]).max()) if err.size else 0.0
