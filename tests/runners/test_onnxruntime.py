@@ -9,10 +9,14 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from modelport.errors import BackendError, InputDtypeError, InputShapeError
+from modelport.errors import BackendError, ConfigError, InputDtypeError, InputShapeError
 from modelport.ir.serde import load, save, to_bytes
 from modelport.ir.specs import TensorSpec
-from modelport.runners.onnxruntime import OrtRunner
+from modelport.runners.onnxruntime import OrtRunner, auto_providers
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TRT = "TensorrtExecutionProvider"
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -153,13 +157,115 @@ def test_session_only_while_active(model_path: Path) -> None:
 
 def test_describe(model_path: Path) -> None:
     runner = OrtRunner(model_path, intra_op_threads=2, graph_optimization="basic")
-    assert runner.describe() == {
+    settings = {
         "backend": "onnxruntime",
-        "providers": ["CPUExecutionProvider"],
+        "providers": [CPU],
+        "requested_providers": [CPU],
+        "provider_options": {},
         "intra_op_threads": 2,
         "inter_op_threads": "default",
         "graph_optimization": "basic",
     }
+    assert runner.describe() == settings
+    with runner:
+        # Once active: what the session uses (the CPU provider reports no options).
+        assert runner.describe() == {**settings, "provider_options": {CPU: {}}}
+
+
+@pytest.mark.parametrize(
+    ("available", "chosen"),
+    [
+        ([CPU], [CPU]),
+        ([CUDA, CPU], [CUDA, CPU]),
+        ([TRT, CUDA, CPU], [TRT, CUDA, CPU]),
+        ([CPU, CUDA, TRT], [TRT, CUDA, CPU]),  # preference order, not the order offered
+        (["AzureExecutionProvider", CPU], [CPU]),
+        ([TRT, CPU], [TRT, CPU]),
+        ([], [CPU]),  # CPU is always the fallback
+    ],
+)
+def test_auto_providers_prefers_tensorrt_then_cuda_then_cpu(available: list[str], chosen: list[str]) -> None:
+    assert auto_providers(available) == chosen
+
+
+def test_auto_resolves_from_what_onnxruntime_offers(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    created: list[dict[str, Any]] = []
+    real_session = ort.InferenceSession
+
+    def recording_session(source: Any, **kwargs: Any) -> Any:
+        created.append(kwargs)
+        return real_session(source, sess_options=kwargs["sess_options"], providers=[CPU])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU, "AzureExecutionProvider", CUDA])
+    monkeypatch.setattr(ort, "InferenceSession", recording_session)
+    options = {CUDA: {"device_id": 0}}
+    runner = OrtRunner(model_path, providers="auto", provider_options=options)
+    assert runner.describe()["providers"] == "auto"
+    with runner:
+        assert created[0]["providers"] == [CUDA, CPU]
+        assert created[0]["provider_options"] == [{"device_id": 0}, {}]  # aligned with the providers
+        info = runner.describe()
+        # What the session really runs on (here CPU: the CUDA offer was faked), not what was asked.
+        assert info["providers"] == [CPU]
+        assert info["requested_providers"] == "auto"
+        assert info["provider_options"] == {CPU: {}}
+
+
+def test_auto_runs_on_this_machine(model_path: Path) -> None:
+    import onnxruntime as ort
+
+    feeds = make_feeds(2)
+    runner = OrtRunner(model_path, providers="auto")
+    with runner:
+        assert runner.describe()["providers"][-1] == CPU
+        assert runner.describe()["providers"] == [
+            p for p in auto_providers(ort.get_available_providers()) if p in runner.session.get_providers()
+        ]
+        np.testing.assert_allclose(runner.infer(feeds)["y"], expected(feeds)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_provider_options_for_a_provider_not_in_use(model_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"provider options were given for CUDAExecutionProvider, which is not among the providers "
+        r"\(CPUExecutionProvider\) — add it to providers",
+    ):
+        OrtRunner(model_path, provider_options={CUDA: {"device_id": 0}})
+    with pytest.raises(
+        ConfigError,
+        match=r"given for FooExecutionProvider, which is not among the providers \(auto: one of "
+        r"TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider\)",
+    ):
+        OrtRunner(model_path, providers="auto", provider_options={"FooExecutionProvider": {}})
+
+
+def test_providers_must_be_a_list_or_auto(model_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"providers='CPUExecutionProvider' is invalid — give 'auto' or a list"):
+        OrtRunner(model_path, providers="CPUExecutionProvider")
+
+
+@pytest.mark.gpu
+def test_cuda_provider_with_options_is_reported_from_the_session(model_path: Path) -> None:
+    feeds = make_feeds(4)
+    options = {CUDA: {"device_id": 0, "cudnn_conv_algo_search": "DEFAULT"}}
+    with OrtRunner(model_path, providers=[CUDA, CPU], provider_options=options) as runner:
+        info = runner.describe()
+        assert info["providers"] == [CUDA, CPU]
+        assert info["provider_options"][CUDA]["device_id"] == "0"  # the session reports strings
+        assert info["provider_options"][CUDA]["cudnn_conv_algo_search"] == "DEFAULT"
+        np.testing.assert_allclose(runner.infer(feeds)["y"], expected(feeds)["y"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_auto_picks_the_gpu_when_there_is_one(model_path: Path) -> None:
+    feeds = make_feeds(4)
+    with OrtRunner(model_path, providers="auto") as runner:
+        used = runner.describe()["providers"]
+        assert used[0] in (TRT, CUDA)
+        assert used[-1] == CPU
+        np.testing.assert_allclose(runner.infer(feeds)["y"], expected(feeds)["y"], rtol=1e-5, atol=1e-5)
 
 
 def test_records_inference_time(model_path: Path) -> None:

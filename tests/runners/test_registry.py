@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,19 @@ from modelport.runners.onnxruntime import OrtRunner
 
 def test_builtin_backends_are_strings() -> None:
     assert BACKENDS["onnxruntime"] == "modelport.runners.onnxruntime:OrtRunner"
+    assert BACKENDS["openvino"] == "modelport.runners.openvino:OpenVinoRunner"
     assert "torch" in BACKENDS
+
+
+def test_resolving_openvino_does_not_import_openvino() -> None:
+    # The runner module is light: openvino itself is imported on activation (fresh interpreter,
+    # since other tests may have imported it already).
+    code = (
+        "import sys; from modelport.runners import runner_class; "
+        "cls = runner_class('openvino'); print(cls.backend, 'openvino' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["openvino", "False"]
 
 
 def test_runner_class_resolves_onnxruntime() -> None:
@@ -25,7 +39,9 @@ def test_runner_class_resolves_onnxruntime() -> None:
 
 
 def test_unknown_backend_lists_choices() -> None:
-    with pytest.raises(BackendError, match=r"unknown backend 'tensorrtt' — choose one of: .*onnxruntime, torch"):
+    with pytest.raises(
+        BackendError, match=r"unknown backend 'tensorrtt' — choose one of: .*onnxruntime, openvino, torch"
+    ):
         runner_class("tensorrtt")
 
 

@@ -17,6 +17,7 @@ __all__ = ["BACKENDS", "Feeds", "Outputs", "Runner", "check_feeds", "create_runn
 #: Built-in engines: name -> "module:class".
 BACKENDS: dict[str, str] = {
     "onnxruntime": "modelport.runners.onnxruntime:OrtRunner",
+    "openvino": "modelport.runners.openvino:OpenVinoRunner",
     "torch": "modelport.runners.torch:TorchRunner",
 }
 

@@ -1,20 +1,32 @@
-"""ONNX Runtime runner (CPU by default; any installed execution provider on request)."""
+"""ONNX Runtime runner (CPU by default; any installed execution provider on request).
+
+``providers="auto"`` takes the fastest execution provider the installed onnxruntime offers
+(TensorRT, then CUDA) with CPU last as the fallback for nodes the others do not take. ONNX Runtime
+may drop a provider it cannot start (a CUDA build without a GPU), so :meth:`OrtRunner.describe`
+reports the providers and provider options of the *session*, not the ones asked for.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
 
-from modelport.errors import BackendError, InputDtypeError
+from modelport.errors import BackendError, ConfigError, InputDtypeError
 from modelport.ir.serde import serialize_without_weights, to_bytes
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds, Outputs, Runner
 
-__all__ = ["GraphOptimization", "OrtRunner"]
+__all__ = ["AUTO_PROVIDER_ORDER", "GraphOptimization", "OrtRunner", "ProviderOptions", "auto_providers"]
+
+logger = logging.getLogger(__name__)
+
+ProviderOptions = Mapping[str, Mapping[str, Any]]
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 _LEVELS = {
@@ -23,6 +35,14 @@ _LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+_CPU = "CPUExecutionProvider"
+#: Preference of ``providers="auto"``; CPU is always added last.
+AUTO_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def auto_providers(available: Sequence[str]) -> list[str]:
+    """The providers ``"auto"`` picks from ``available``: TensorRT > CUDA, then CPU as fallback."""
+    return [p for p in AUTO_PROVIDER_ORDER if p in available] + [_CPU]
 
 
 class OrtRunner(Runner):
@@ -30,6 +50,9 @@ class OrtRunner(Runner):
 
     ``model`` is a path (external data is resolved next to it), serialized bytes, or an
     ``onnx_ir.Model``. A loaded model that was not modified in memory should be passed by path.
+    ``providers`` is a list of execution providers, ``"auto"`` (see :func:`auto_providers`,
+    resolved on activation) or None for CPU only; ``provider_options`` maps a provider to its
+    options (``{"CUDAExecutionProvider": {"device_id": 0}}``).
     """
 
     backend = "onnxruntime"
@@ -38,7 +61,8 @@ class OrtRunner(Runner):
         self,
         model: str | os.PathLike[str] | bytes | ir.Model,
         *,
-        providers: list[str] | None = None,
+        providers: Sequence[str] | Literal["auto"] | None = None,
+        provider_options: ProviderOptions | None = None,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         graph_optimization: GraphOptimization = "all",
@@ -50,7 +74,12 @@ class OrtRunner(Runner):
             name = Path(model).stem if isinstance(model, str | os.PathLike) else "model"
         super().__init__(name=name)
         self._model = model
-        self.providers = providers or ["CPUExecutionProvider"]
+        if isinstance(providers, str) and providers != "auto":
+            raise ConfigError(f"providers={providers!r} is invalid — give 'auto' or a list such as ['{providers}']")
+        #: What was asked for: a list of providers, or "auto".
+        self.providers: list[str] | Literal["auto"] = "auto" if providers == "auto" else list(providers or [_CPU])
+        self.provider_options = {p: dict(o) for p, o in (provider_options or {}).items()}
+        self._check_provider_options()
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.graph_optimization = graph_optimization
@@ -59,6 +88,29 @@ class OrtRunner(Runner):
         self._given = external_initializers
         self._shared: tuple[list[str], list[Any]] = ([], [])
         self._session: Any = None
+
+    def _check_provider_options(self) -> None:
+        allowed = [*AUTO_PROVIDER_ORDER, _CPU] if self.providers == "auto" else self.providers
+        stray = [p for p in self.provider_options if p not in allowed]
+        if stray:
+            raise ConfigError(
+                f"provider options were given for {', '.join(stray)}, which is not among the providers "
+                f"({_providers_text(self.providers)}) — "
+                "add it to providers or drop its options"
+            )
+
+    def _resolve_providers(self, available: Sequence[str]) -> list[str]:
+        if self.providers == "auto":
+            chosen = auto_providers(available)
+            logger.debug("providers='auto' chose %s from %s", chosen, list(available))
+            return chosen
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise BackendError(
+                f"ONNX Runtime has no {', '.join(missing)} here (available: {', '.join(available)}) — "
+                "install the matching onnxruntime package (e.g. the 'gpu' extra) or pick another backend"
+            )
+        return list(self.providers)
 
     def _source(self) -> str | bytes:
         model = self._model
@@ -84,13 +136,8 @@ class OrtRunner(Runner):
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = self.inter_op_threads
         options.log_severity_level = 3
-        available = ort.get_available_providers()
-        missing = [p for p in self.providers if p not in available]
-        if missing:
-            raise BackendError(
-                f"ONNX Runtime has no {', '.join(missing)} here (available: {', '.join(available)}) — "
-                "install the matching onnxruntime package (e.g. the 'gpu' extra) or pick another backend"
-            )
+        providers = self._resolve_providers(ort.get_available_providers())
+        provider_options = [self.provider_options.get(p, {}) for p in providers]
         source = self._source()
         if self._shared[0]:
             # Weights are handed over as buffers, not copied into the session; prepacking would
@@ -99,7 +146,9 @@ class OrtRunner(Runner):
             options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
             options.add_session_config_entry("session.disable_prepacking", "1")
         try:
-            self._session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
+            self._session = ort.InferenceSession(
+                source, sess_options=options, providers=providers, provider_options=provider_options
+            )
         except Exception as e:
             raise BackendError(f"ONNX Runtime could not load model '{self.name}': {e}") from e
 
@@ -128,13 +177,29 @@ class OrtRunner(Runner):
         return self._session
 
     def describe(self) -> dict[str, Any]:
+        """Settings; once active, the providers and provider options the session really uses."""
+        if self._session is not None:
+            providers: list[str] | str = list(self._session.get_providers())
+            in_use = self._session.get_provider_options()
+            options = {p: dict(in_use.get(p, {})) for p in providers}
+        else:
+            providers = self.providers if self.providers == "auto" else list(self.providers)
+            options = {p: dict(o) for p, o in self.provider_options.items()}
         return {
             "backend": self.backend,
-            "providers": self.providers,
+            "providers": providers,
+            "requested_providers": self.providers if self.providers == "auto" else list(self.providers),
+            "provider_options": options,
             "intra_op_threads": self.intra_op_threads or "default (physical cores)",
             "inter_op_threads": self.inter_op_threads or "default",
             "graph_optimization": self.graph_optimization,
         }
+
+
+def _providers_text(providers: list[str] | Literal["auto"]) -> str:
+    if providers == "auto":
+        return f"auto: one of {', '.join([*AUTO_PROVIDER_ORDER, _CPU])}"
+    return ", ".join(providers)
 
 
 def _text_tensor(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
