@@ -193,3 +193,15 @@ def test_model_without_outputs_is_refused(small: ir.Model) -> None:
     empty.graph.outputs.clear()
     with pytest.raises(ConfigError, match="candidate model has no outputs"):
         bisect(empty, small)
+
+
+def test_one_model_on_two_engines_finds_the_first_layer_they_compute_differently(small: ir.Model) -> None:
+    """At zero tolerance the engines part at the first Conv (float summation order); its
+    input is the graph input, fed identically to both."""
+    pytest.importorskip("openvino")
+    result = bisect(small, small, backends=("openvino", "onnxruntime"), rtol=0.0, atol=0.0)
+    assert result.first is not None and result.candidate_nodes == [("conv_1", "Conv")]
+    assert 0 < result.first.max_abs < 1e-4
+    assert result.candidate.startswith("candidate (openvino)")
+    # At the default tolerance the two engines agree on this model.
+    assert not bisect(small, small, backends=("openvino", "onnxruntime")).diverged
