@@ -1,4 +1,4 @@
-"""modelport debug reduce through the real entry point: summary, JSON, saved reproducer, errors."""
+"""modelport debug reduce and bisect through the real entry point: summaries, JSON, saved reproducer, errors."""
 
 from __future__ import annotations
 
@@ -84,3 +84,62 @@ def test_reduce_errors(capsys: pytest.CaptureFixture[str], model_path: Path, tmp
     assert main(["debug", "reduce", str(model_path), "--check", "nan", "-o", out, "--batch", "1,2"]) == 2
     assert "reduce runs at one batch size" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+# ------------------------------------------------------------------------------------------ bisect
+
+CHAIN = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) <float k = {K}> {
+    a = Relu(x)
+    b = Mul(a, k)
+    c = Sigmoid(b)
+    y = Add(c, x)
+}"""
+
+
+def _chain(folder: Path, name: str, k: float) -> Path:
+    model = ir.from_onnx_text(CHAIN.replace("{K}", f"{{{k}}}"))
+    for node in model.graph:
+        node.name = f"{node.op_type.lower()}_node"
+    return save(model, folder / name)
+
+
+def test_bisect_names_the_layer_and_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    good, bad = _chain(tmp_path, "good.onnx", 2.0), _chain(tmp_path, "bad.onnx", 2.2)
+    assert main(["debug", "bisect", str(bad), str(good)]) == 1
+    out = capsys.readouterr().out
+    assert "first divergence at 'b'" in out and "Mul 'mul_node'" in out
+    assert "bad.onnx (onnxruntime)" in out
+
+
+def test_bisect_json_and_agreeing_models_exit_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    good, same = _chain(tmp_path, "good.onnx", 2.0), _chain(tmp_path, "same.onnx", 2.0)
+    assert main(["debug", "bisect", str(same), str(good), "--json", "--batch", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["diverged"] is False and data["first"] is None and data["runs_per_side"] == 1
+    bad = _chain(tmp_path, "bad.onnx", 2.2)
+    assert main(["debug", "bisect", str(bad), str(good), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["candidate_nodes"] == [{"name": "mul_node", "op": "Mul"}]
+
+
+def test_bisect_on_user_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    good, bad = _chain(tmp_path, "good.onnx", 2.0), _chain(tmp_path, "bad.onnx", 2.2)
+    # Negative inputs only: the Relu zeroes them, so the Mul's change never shows.
+    np.savez(tmp_path / "data.npz", x=-np.ones((1, 4), np.float32))
+    assert main(["debug", "bisect", str(bad), str(good), "--data", str(tmp_path / "data.npz")]) == 0
+    assert "the outputs agree" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--batch", "1,4"], "bisect runs at one batch size"),
+        (["--backend", "onnxruntime"], "give a reference model"),
+    ],
+)
+def test_bisect_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: list[str], match: str) -> None:
+    good = _chain(tmp_path, "good.onnx", 2.0)
+    args = ["debug", "bisect", str(good)] + ([str(good)] if "--batch" in extra else []) + extra
+    assert main(args) == 2
+    assert match in capsys.readouterr().err

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,6 +298,11 @@ def _prepare(model: ir.Model | str, what: str) -> ir.Model:
     return loaded
 
 
+def _label(model: ir.Model | str, role: str, backend: str) -> str:
+    name = Path(model).name if isinstance(model, str) else role
+    return f"{name} ({backend})"
+
+
 def _type_contrib_outputs(model: ir.Model) -> None:
     """Give outputs of contrib fusions (``FusedConv``...) their input's dtype, which ONNX shape
     inference cannot know, so they and what follows them can be marked as outputs."""
@@ -350,8 +356,8 @@ def bisect(
     start = time.perf_counter()
     cand_model, ref_model = _prepare(candidate, "candidate"), _prepare(reference, "reference")
     options = list(runner_options) + [{}] * 2
-    cand = _Side(cand_model, backends[0], f"candidate ({backends[0]})", options[0])
-    ref = _Side(ref_model, backends[-1], f"reference ({backends[-1]})", options[1])
+    cand = _Side(cand_model, backends[0], _label(candidate, "candidate", backends[0]), options[0])
+    ref = _Side(ref_model, backends[-1], _label(reference, "reference", backends[-1]), options[1])
     matching = match_tensors(ref_model, cand_model)
     result = BisectResult(cand.label, ref.label, diverged=False, matching=matching)
     usable = [
