@@ -16,6 +16,7 @@ __all__ = [
     "Tolerance",
     "__version__",
     "bench",
+    "bisect",
     "compare",
     "deploy",
     "export_torch",
@@ -23,7 +24,9 @@ __all__ = [
     "load",
     "optimize",
     "quantize",
+    "reduce_model",
     "save",
+    "verify",
 ]
 
 _LAZY = {
@@ -34,6 +37,9 @@ _LAZY = {
     "optimize": "modelport.passes.manager:optimize",
     "quantize": "modelport.quantize.api:quantize",
     "compare": "modelport.verify.api:compare",
+    "verify": "modelport.verify.api:verify",
+    "bisect": "modelport.verify.bisect:bisect",
+    "reduce_model": "modelport.verify.reduce:reduce_model",
     "bench": "modelport.bench.harness:bench",
     "deploy": "modelport.deploy.job:deploy",
     "Tolerance": "modelport.verify.tolerance:Tolerance",
@@ -49,7 +55,9 @@ if TYPE_CHECKING:
     from modelport.ir.summary import summarize as inspect
     from modelport.passes.manager import optimize
     from modelport.quantize.api import quantize
-    from modelport.verify.api import compare
+    from modelport.verify.api import compare, verify
+    from modelport.verify.bisect import bisect
+    from modelport.verify.reduce import reduce_model
     from modelport.verify.tolerance import Tolerance
 
 

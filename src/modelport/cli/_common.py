@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from modelport.errors import ConfigError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -68,7 +70,7 @@ def _pairs(items: list[str], flag: str, form: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {flag} '{item}' is not of the form {form}")
+            raise ConfigError(f"{flag} '{item}' is not of the form {form}")
         out[key] = value
     return out
 
@@ -77,9 +79,9 @@ def parse_csv_ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"error: {flag} '{text}' must be integers separated by commas, e.g. 1,8") from None
+        raise ConfigError(f"{flag} '{text}' must be integers separated by commas, e.g. 1,8") from None
     if not values or any(v < 1 for v in values):
-        raise SystemExit(f"error: {flag} '{text}' must list sizes >= 1")
+        raise ConfigError(f"{flag} '{text}' must list sizes >= 1")
     return values
 
 
@@ -87,7 +89,7 @@ def parse_dims(items: list[str]) -> dict[str, int]:
     """``--dim LABEL=SIZE`` options as a mapping."""
     dims = {k: int(v) for k, v in _pairs(items, "--dim", "LABEL=SIZE").items() if v.isdigit()}
     if len(dims) != len(items):
-        raise SystemExit("error: --dim sizes must be positive integers, e.g. --dim seq=128")
+        raise ConfigError("--dim sizes must be positive integers, e.g. --dim seq=128")
     return dims
 
 
@@ -101,9 +103,9 @@ def plan_from_args(args: argparse.Namespace) -> InputPlan:
         try:
             ranges[name] = (int(lo), int(hi))
         except ValueError:
-            raise SystemExit(f"error: --int-range {name}={value} must be INPUT=LO:HI with integers") from None
+            raise ConfigError(f"--int-range {name}={value} must be INPUT=LO:HI with integers") from None
         if not sep or ranges[name][0] >= ranges[name][1]:
-            raise SystemExit(f"error: --int-range {name}={value} needs LO < HI")
+            raise ConfigError(f"--int-range {name}={value} needs LO < HI")
     return InputPlan(dims=dims, int_ranges=ranges, seed=args.seed)
 
 

@@ -12,6 +12,7 @@ from modelport.cli._common import (
     parse_csv_ints,
     plan_from_args,
 )
+from modelport.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -35,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from modelport.bench.harness import bench
 
     if args.iterations is not None and args.iterations < 1:
-        raise SystemExit("error: --iterations must be >= 1")
+        raise ConfigError("--iterations must be >= 1")
     if args.duration is not None and args.duration <= 0:
-        raise SystemExit("error: --duration must be > 0")
+        raise ConfigError("--duration must be > 0")
     results = bench(
         args.model,
         batches=parse_csv_ints(args.batch, "--batch"),

@@ -12,6 +12,7 @@ from modelport.cli._common import (
     parse_csv_ints,
     plan_from_args,
 )
+from modelport.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     fills = [f.strip() for f in args.fill.split(",") if f.strip()]
     bad = [f for f in fills if f not in ("random", "ones", "zeros")]
     if bad:
-        raise SystemExit(f"error: --fill {','.join(bad)} unknown; choose from random, ones, zeros")
+        raise ConfigError(f"--fill {','.join(bad)} unknown; choose from random, ones, zeros")
     report = compare(
         args.model_a,
         args.model_b,

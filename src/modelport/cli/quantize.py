@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from modelport.cli._common import add_json, add_output, console, emit_json
+from modelport.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         pre = parse_preprocess(args.preprocess) if args.preprocess else None
         samples = load_calibration(args.calib, specs_of(model.graph.inputs), preprocess=pre)
     elif args.preprocess:
-        raise SystemExit("error: --preprocess applies to --calib image folders; give --calib too")
+        raise ConfigError("--preprocess applies to --calib image folders; give --calib too")
     result = quantize(
         model,
         args.mode,

@@ -79,12 +79,7 @@ def _fills(text: str) -> list[str]:
 
 
 def _plan(args: argparse.Namespace) -> InputPlan:
-    from modelport.errors import ConfigError
-
-    try:
-        return plan_from_args(args)
-    except SystemExit as e:  # the shared parser exits; here bad input is a ConfigError (exit 2)
-        raise ConfigError(str(e.code).removeprefix("error: ")) from None
+    return plan_from_args(args)
 
 
 def run(args: argparse.Namespace) -> int:
