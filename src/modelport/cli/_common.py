@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +27,17 @@ __all__ = [
 ]
 
 
+#: Width of tables written to a pipe or file (a terminal, or $COLUMNS, sets its own): wide enough that
+#: tensor names and numbers are not cut to "…".
+PIPE_WIDTH = 160
+
+
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    own_width = stream.isatty() or "COLUMNS" in os.environ
+    return Console(stderr=stderr, highlight=False, width=None if own_width else PIPE_WIDTH)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
