@@ -105,7 +105,7 @@ def test_user_data_with_labels(capsys: pytest.CaptureFixture[str], models: dict[
     [
         (["--fill", "noise"], "error: --fill 'noise': unknown noise — choose from realistic, random, ones, zeros"),
         (["--batch", "1,x"], "error: --batch '1,x' must be integers separated by commas"),
-        (["--batch", "0"], "error: --batch '0' must list batch sizes >= 1"),
+        (["--batch", "0"], "error: --batch '0' must list sizes >= 1"),
         (["--dim", "seq"], "error: --dim 'seq' is not of the form LABEL=SIZE"),
         (["--metric", "top1"], "error: metric 'top1' needs data to score"),
         (["--atol", "-1"], "error: tolerances must be >= 0"),

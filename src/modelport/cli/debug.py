@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from modelport.verify.bisect import BisectResult
+    from modelport.verify.inputs import InputPlan
     from modelport.verify.reduce import ReduceResult
 
 __all__ = ["add_parser", "run"]
@@ -38,6 +39,18 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.debug_parser
     parser.print_help()
     return 2
+
+
+def _one_batch_plan(args: argparse.Namespace, command: str) -> InputPlan:
+    """The generated-input plan of a debug command, which runs at exactly one batch size."""
+    from modelport.errors import ConfigError
+
+    batches = parse_csv_ints(args.batch, "--batch")
+    if len(batches) != 1:
+        raise ConfigError(f"--batch {args.batch}: {command} runs at one batch size — give one, e.g. --batch 4")
+    plan = plan_from_args(args)
+    plan.batch = batches[0]
+    return plan
 
 
 # ------------------------------------------------------------------------------------------ bisect
@@ -74,11 +87,7 @@ def _run_bisect(args: argparse.Namespace) -> int:
         raise ConfigError(
             "give a reference model, or the same model on two engines: --backend openvino --backend onnxruntime"
         )
-    batches = parse_csv_ints(args.batch, "--batch")
-    if len(batches) != 1:
-        raise ConfigError(f"--batch {args.batch}: bisect runs at one batch size — give one, e.g. --batch 4")
-    plan = plan_from_args(args)
-    plan.batch = batches[0]
+    plan = _one_batch_plan(args, "bisect")
     reference = args.reference or args.candidate
     feeds = _first_sample(args.data, reference) if args.data else None
     result = bisect(
@@ -162,7 +171,7 @@ def _add_reduce(debug_sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_reduce(args: argparse.Namespace) -> int:
-    from modelport.errors import ConfigError, ModelSaveError
+    from modelport.errors import ModelSaveError
     from modelport.ir.serde import load
     from modelport.verify.reduce import reduce_model
 
@@ -171,11 +180,7 @@ def _run_reduce(args: argparse.Namespace) -> int:
             f"refusing to overwrite the input model '{args.model}' with the reproducer — choose another output "
             "path, or pass --in-place"
         )
-    batches = parse_csv_ints(args.batch, "--batch")
-    if len(batches) != 1:
-        raise ConfigError(f"--batch {args.batch}: reduce runs at one batch size — give one, e.g. --batch 4")
-    plan = plan_from_args(args)
-    plan.batch = batches[0]
+    plan = _one_batch_plan(args, "reduce")
     model = load(args.model)
     if args.json:
         result = reduce_model(model, args.check, plan=plan, timeout=args.timeout)

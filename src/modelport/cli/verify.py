@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from modelport.cli._common import add_json, add_plan, console, emit_json, plan_from_args
+from modelport.cli._common import add_json, add_plan, console, emit_json, parse_csv_ints, plan_from_args
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,18 +55,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(run=run)
 
 
-def _batches(text: str) -> list[int]:
-    from modelport.errors import ConfigError
-
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--batch '{text}' must be integers separated by commas, e.g. 1,4") from None
-    if not values or any(v < 1 for v in values):
-        raise ConfigError(f"--batch '{text}' must list batch sizes >= 1, e.g. 1,4")
-    return values
-
-
 def _fills(text: str) -> list[str]:
     from modelport.errors import ConfigError
     from modelport.verify.inputs import FILLS
@@ -92,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.model_a,
         args.model_b,
         backends=args.backend or ["onnxruntime"],
-        batches=_batches(args.batch),
+        batches=parse_csv_ints(args.batch, "--batch"),
         tolerance=Tolerance(args.atol, args.rtol),
         lsb=args.lsb,
         plan=_plan(args),

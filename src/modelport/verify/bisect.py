@@ -36,7 +36,7 @@ from modelport.ir.specs import specs_of
 from modelport.runners import create_runner
 from modelport.runners.base import Feeds, Runner
 from modelport.verify.inputs import InputPlan, generate_feeds, integer_input_ranges, merge_ranges
-from modelport.verify.match import Matching, TensorPair, dynamic_values, match_tensors
+from modelport.verify.match import Matching, TensorPair, dynamic_values, match_tensors, region
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "BisectResult", "TensorCheck", "bisect"]
 
@@ -262,31 +262,6 @@ def _ancestors(value: ir.Value) -> set[ir.Value]:
     return seen
 
 
-def _region(value: ir.Value, stop: set[ir.Value]) -> tuple[list[ir.Node], list[ir.Value]]:
-    """Nodes computing ``value`` from the tensors in ``stop`` (or constants), and those tensors."""
-    nodes: list[ir.Node] = []
-    frontier: list[ir.Value] = []
-    seen: set[ir.Value] = set()
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        node = current.producer()
-        if node is None or node in nodes:
-            continue
-        nodes.append(node)
-        for source in node.inputs:
-            if source is None or source in seen:
-                continue
-            seen.add(source)
-            if source in stop:
-                frontier.append(source)
-            elif source.producer() is not None:
-                stack.append(source)
-    order = {n: i for i, n in enumerate(value.graph or [])} if value.graph is not None else {}
-    nodes.sort(key=lambda n: order.get(n, 0))
-    return nodes, frontier
-
-
 def _prepare(model: ir.Model | str, what: str) -> ir.Model:
     from modelport.ir.serde import load
 
@@ -393,7 +368,7 @@ def _run_search(search: _Search, cand_model: ir.Model, usable: list[TensorPair],
         order = [p for p in usable if values[p.candidate] in ancestors]
         index = search.boundary(order)
         suspect = target if index == len(order) else search.results[order[index]]
-        _, frontier = _region(values[suspect.pair.candidate], paired)
+        _, frontier = region(values[suspect.pair.candidate], paired)
         feeding = [by_candidate[v.name] for v in frontier if v.name in by_candidate]
         bad = [c for c in search.check(feeding) if c.diverged]
         if not bad:
@@ -408,14 +383,14 @@ def _blame(
 ) -> None:
     result.first = suspect
     result.agreeing_inputs = search.check(feeding)
-    result.candidate_nodes = _named_region(search.cand, suspect.pair.candidate, [p.candidate for p in usable])
-    result.reference_nodes = _named_region(search.ref, suspect.pair.reference, [p.reference for p in usable])
+    result.candidate_nodes = _namedregion(search.cand, suspect.pair.candidate, [p.candidate for p in usable])
+    result.reference_nodes = _namedregion(search.ref, suspect.pair.reference, [p.reference for p in usable])
 
 
-def _named_region(side: _Side, name: str, paired: list[str]) -> list[tuple[str, str]]:
+def _namedregion(side: _Side, name: str, paired: list[str]) -> list[tuple[str, str]]:
     """(name, op type) of the nodes between the paired tensors and ``name`` on one side."""
     graph = side.model.graph
     stop = {side.values[n] for n in paired if n != name} | set(graph.inputs)
-    nodes, _ = _region(side.values[name], stop)
+    nodes, _ = region(side.values[name], stop)
     dynamic = dynamic_values(graph)
     return [(n.name or "", n.op_type) for n in nodes if any(o in dynamic for o in n.outputs)]

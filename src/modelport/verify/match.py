@@ -31,7 +31,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-__all__ = ["Matching", "TensorPair", "dynamic_values", "match_tensors"]
+__all__ = ["Matching", "TensorPair", "dynamic_values", "match_tensors", "region"]
 
 logger = logging.getLogger(__name__)
 
@@ -258,25 +258,34 @@ def _chain(value: ir.Value, dynamic: set[ir.Value], extra: set[ir.Value]) -> lis
     return points
 
 
-def _paired_ancestors(value: ir.Value, paired: dict[ir.Value, ir.Value]) -> list[ir.Value]:
-    """The nearest paired tensors ``value`` is computed from."""
-    found: list[ir.Value] = []
+def region(value: ir.Value, stop: set[ir.Value]) -> tuple[list[ir.Node], list[ir.Value]]:
+    """The nodes that compute ``value`` from the tensors in ``stop`` (or from constants and graph
+    inputs), in graph order, and the tensors of ``stop`` they read."""
+    nodes: list[ir.Node] = []
+    frontier: list[ir.Value] = []
     seen: set[ir.Value] = set()
     stack = [value]
     while stack:
-        current = stack.pop()
-        node = current.producer()
-        if node is None:
+        node = stack.pop().producer()
+        if node is None or node in nodes:
             continue
+        nodes.append(node)
         for source in node.inputs:
             if source is None or source in seen:
                 continue
             seen.add(source)
-            if source in paired:
-                found.append(source)
-            else:
+            if source in stop:
+                frontier.append(source)
+            elif source.producer() is not None:
                 stack.append(source)
-    return found
+    order = {n: i for i, n in enumerate(value.graph)} if value.graph is not None else {}
+    nodes.sort(key=lambda n: order.get(n, 0))
+    return nodes, frontier
+
+
+def _paired_ancestors(value: ir.Value, paired: dict[ir.Value, ir.Value]) -> list[ir.Value]:
+    """The nearest paired tensors ``value`` is computed from."""
+    return region(value, set(paired))[1]
 
 
 def _ordered_values(graph: ir.Graph) -> list[ir.Value]:
