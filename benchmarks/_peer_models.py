@@ -98,7 +98,8 @@ def _resnet18() -> Any:
     return ResNet18()
 
 
-def build_resnet18(folder: Path) -> Case:
+def build_resnet18(folder: Path, *, size: int = 128, dynamic_batch: bool = True) -> Case:
+    """``size``: height and width of the image; ``dynamic_batch=False`` exports a fixed batch of 1."""
     import torch
 
     torch.manual_seed(0)
@@ -107,7 +108,7 @@ def build_resnet18(folder: Path) -> Case:
     path = folder / "resnet18.onnx"
     torch.onnx.export(
         model,
-        (torch.randn(1, 3, 128, 128),),
+        (torch.randn(1, 3, size, size),),
         str(path),
         dynamo=False,
         opset_version=17,
@@ -115,9 +116,12 @@ def build_resnet18(folder: Path) -> Case:
         training=torch.onnx.TrainingMode.EVAL,
         input_names=["image"],
         output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
     )
-    return Case("resnet18", path, "ResNet-18-like, 3x128x128, legacy export without constant folding (BN kept)")
+    batch = "" if dynamic_batch else ", batch fixed to 1"
+    return Case(
+        "resnet18", path, f"ResNet-18-like, 3x{size}x{size}{batch}, legacy export without constant folding (BN kept)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

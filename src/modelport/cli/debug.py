@@ -88,6 +88,7 @@ def _run_bisect(args: argparse.Namespace) -> int:
             "give a reference model, or the same model on two engines: --backend openvino --backend onnxruntime"
         )
     plan = _one_batch_plan(args, "bisect")
+    plan.fill = "realistic"
     reference = args.reference or args.candidate
     feeds = _first_sample(args.data, reference) if args.data else None
     result = bisect(

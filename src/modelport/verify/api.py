@@ -39,8 +39,8 @@ from modelport.verify.inputs import (
     effective_batch,
     feeds_batch,
     generate_feeds,
+    hinted_plan,
     integer_input_ranges,
-    mask_inputs,
     merge_ranges,
 )
 from modelport.verify.report import MAX_LISTED_SAMPLES, DataRun, Latency, VerifyReport
@@ -78,14 +78,6 @@ def _onnx_model(model: Model) -> ir.Model | None:
 
         return load(model)
     return None
-
-
-def _hinted(plan: InputPlan, model: ir.Model | None) -> InputPlan:
-    """``plan`` with the integer ranges and masks found in ``model``'s graph (what the user gave wins)."""
-    if model is None:
-        return plan
-    ranges = merge_ranges(integer_input_ranges(model), plan.int_ranges)
-    return replace(plan, int_ranges=ranges, masks=mask_inputs(model) | plan.masks)
 
 
 def _check_backends(model_b: Model | None, backends: Sequence[str]) -> None:
@@ -189,7 +181,7 @@ def verify(
     _check_options(batches, fills, lsb, max_accuracy_drop, data, metric)
     loaded_a = _onnx_model(model_a)
     loaded_b = _onnx_model(model_b) if model_b is not None else None
-    plan = _hinted(plan or InputPlan(), loaded_b if model_b is not None else loaded_a)
+    plan = hinted_plan(plan or InputPlan(), loaded_b if model_b is not None else loaded_a)
     with ExitStack() as stack:
         cand, ref = _runner_pair(model_a, model_b, backends, loaded_a=loaded_a, loaded_b=loaded_b)
         stack.enter_context(cand)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from modelport.ir.serde import clone, infer_shapes
 from modelport.ir.specs import specs_of
 from modelport.runners import create_runner
 from modelport.runners.base import Feeds, Runner
-from modelport.verify.inputs import InputPlan, generate_feeds, integer_input_ranges, merge_ranges
+from modelport.verify.inputs import InputPlan, generate_feeds, hinted_plan
 from modelport.verify.match import Matching, TensorPair, dynamic_values, match_tensors, region
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "BisectResult", "TensorCheck", "bisect"]
@@ -299,8 +299,7 @@ def _type_contrib_outputs(model: ir.Model) -> None:
 def _feeds(reference: ir.Model, feeds: Feeds | None, plan: InputPlan | None) -> Feeds:
     if feeds is not None:
         return feeds
-    plan = plan or InputPlan()
-    plan = replace(plan, int_ranges=merge_ranges(integer_input_ranges(reference), plan.int_ranges))
+    plan = hinted_plan(plan or InputPlan(fill="realistic"), reference)
     return generate_feeds(specs_of(reference.graph.inputs), plan)
 
 
@@ -320,7 +319,8 @@ def bisect(
 
     ``backends`` names the engine of the candidate and then of the reference (one name: both);
     pass the same model twice with two backends to find where two engines part ways. Inputs are
-    ``feeds`` or generated from the reference's signature with ``plan``. Neither model is changed.
+    ``feeds`` or generated from the reference's signature with ``plan`` (default: realistic values —
+    token ids inside the vocabulary, 0/1 masks, images in [0, 1)). Neither model is changed.
     """
     if not backends or len(backends) > 2:
         raise ConfigError(f"give one or two backends (candidate, reference), got {list(backends)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "effective_batch",
     "feeds_batch",
     "generate_feeds",
+    "hinted_plan",
     "integer_input_ranges",
     "mask_inputs",
     "merge_ranges",
@@ -318,3 +319,11 @@ def merge_ranges(
 ) -> dict[str, tuple[int, int]]:
     """Ranges the user gave win over ranges found in the graph."""
     return {**found, **given}
+
+
+def hinted_plan(plan: InputPlan, model: ir.Model | None) -> InputPlan:
+    """``plan`` with the integer ranges and masks found in ``model``'s graph (what the user gave wins)."""
+    if model is None:
+        return plan
+    ranges = merge_ranges(integer_input_ranges(model), plan.int_ranges)
+    return replace(plan, int_ranges=ranges, masks=mask_inputs(model) | plan.masks)
