@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -181,3 +183,33 @@ def test_deploy_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "chosen:" in out
     assert (tmp_path / "d" / "report.md").exists()
     assert (tmp_path / "d" / "repository" / "example_resnet" / "1" / "model.onnx").exists()
+
+
+def calibration_samples() -> Iterator[dict[str, np.ndarray[Any, Any]]]:
+    """A calibration reader named on the command line as test_cli:calibration_samples."""
+    for image in example_calibration(6):
+        yield {"image": image[None]}
+
+
+def test_quantize_entry_point_method_cache_sensitivity_and_budget(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, example_path: Path
+) -> None:
+    args = ["quantize", str(example_path), "--mode", "int8-static", "--calib", "test_cli:calibration_samples"]
+    args += ["--method", "entropy", "--cache-dir", str(tmp_path / "cache"), "--allow-slower", "--batch", "2"]
+    code, out, err = run(capsys, *args, "--sensitivity", "--min-sqnr", "15", "-o", str(tmp_path / "q.onnx"))
+    assert code == 0, err
+    assert "calibrated: entropy, 6 samples" in out
+    assert "per-layer sensitivity" in out and "accuracy budget met" in out
+    code, out, _ = run(capsys, *args, "-o", str(tmp_path / "q2.onnx"), "--json")
+    data = json.loads(out)
+    assert data["calibration"]["from_cache"] is True and data["calibration"]["method"] == "entropy"
+
+
+def test_quantize_budget_arguments_must_agree(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, example_path: Path
+) -> None:
+    base = ["quantize", str(example_path), "--mode", "int8-static", "-o", str(tmp_path / "q.onnx")]
+    code, _, err = run(capsys, *base, "--min-sqnr", "30", "--max-drop", "0.01")
+    assert code == 2 and "give one accuracy budget" in err
+    code, _, err = run(capsys, *base, "--max-drop", "0.01")
+    assert code == 2 and "needs both --data PATH and --max-drop" in err

@@ -58,9 +58,6 @@ def test_accuracy_floor_failure_is_reported(fp32) -> None:  # type: ignore[no-un
 def test_errors(fp32) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(QuantizationError, match="int8-static needs calibration data"):
         quantize(fp32, "int8-static")
-    quantized = quantize(fp32, "int8-static", calibration=CALIB[:2], bench_seconds=0.1).model
-    with pytest.raises(QuantizationError, match=r"already quantized \(QDQ\)"):
-        quantize(quantized, "int8-static", calibration=CALIB[:2])
     with pytest.raises(QuantizationError, match="unknown mode"):
         quantize(fp32, "int4", calibration=CALIB)  # type: ignore[arg-type]
 
@@ -69,3 +66,53 @@ def test_stack_samples_cycles() -> None:
     stacked = stack_samples(CALIB[:3], 5)
     assert stacked["image"].shape == (5, 3, 96, 96)
     np.testing.assert_array_equal(stacked["image"][3], CALIB[0]["image"][0])
+
+
+def test_an_already_quantized_model_is_validated_and_left_as_it_is(fp32) -> None:  # type: ignore[no-untyped-def]
+    quantized = quantize(fp32, "int8-static", calibration=CALIB[:2], bench_seconds=0.1).model
+    again = quantize(quantized, "int8-static", calibration=CALIB[:2])
+    assert again.model is quantized
+    assert again.qat is not None and again.qat.pairs > 0 and not again.qat.problems
+    assert again.settings["kept_as_is"] is True
+    assert any("already quantized" in w and "left as it is" in w for w in again.warnings)
+    # ONNX Runtime's QLinear fusions keep the QAT model within the INT8 floor of its plain QDQ graph.
+    assert again.accuracy_failure is None
+    assert again.to_dict()["already_quantized"]["pairs"] == again.qat.pairs
+
+
+def test_calibration_method_ranges_and_a_reader_function(fp32) -> None:  # type: ignore[no-untyped-def]
+    minmax = quantize(fp32, "int8-static", calibration=CALIB[:8], bench_seconds=0.1)
+    entropy = quantize(fp32, "int8-static", calibration=lambda: iter(CALIB[:8]), method="entropy", bench_seconds=0.1)
+    assert minmax.ranges is not None and entropy.ranges is not None
+    assert entropy.ranges.method == "entropy" and entropy.settings["calibration_samples"] == 8
+    differing = [
+        name
+        for name, r in minmax.ranges.ranges.items()
+        if (r.low, r.high) != (entropy.ranges.ranges[name].low, entropy.ranges.ranges[name].high)
+    ]
+    assert differing, "entropy calibration must not equal minmax"
+    assert entropy.to_dict()["calibration"]["method"] == "entropy"
+
+
+def test_sensitivity_table_and_budget(fp32) -> None:  # type: ignore[no-untyped-def]
+    from modelport.quantize.mixed import AccuracyBudget
+
+    table = quantize(fp32, "int8-static", calibration=CALIB[:4], sensitivity=True, bench_seconds=0.1).sensitivity
+    assert table is not None and len(table.rows) >= 3
+    sqnrs = [row.sqnr_db for row in table.rows]
+    assert sqnrs == sorted(sqnrs)  # most sensitive first
+    # A floor full INT8 already meets keeps nothing in FP32.
+    met = quantize(fp32, "int8-static", calibration=CALIB[:4], budget=AccuracyBudget.floor(10.0), bench_seconds=0.1)
+    assert met.mixed is not None and met.mixed.met and met.mixed.kept_fp32 == []
+    # A floor no INT8 layer can meet ends with every layer in FP32, and the result says so loudly.
+    fp32_only = quantize(
+        fp32, "int8-static", calibration=CALIB[:4], budget=AccuracyBudget.floor(500.0), bench_seconds=0.1
+    )
+    assert fp32_only.mixed is not None and fp32_only.mixed.kept_fp32
+    assert quantization_kind(fp32_only.model) == "none"
+    assert any("only FP32 meets the accuracy budget" in w for w in fp32_only.warnings)
+
+
+def test_dynamic_int8_refuses_a_conv_heavy_model_with_numbers(fp32) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QuantizationError, match=r"conv-heavy.*measured here"):
+        quantize(fp32, "int8-dynamic", bench_seconds=0.1)

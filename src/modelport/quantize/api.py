@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -17,6 +17,14 @@ from modelport.runners.onnxruntime import OrtRunner
 from modelport.verify.compare import CompareReport, compare_runners
 from modelport.verify.inputs import InputPlan, generate_feeds, integer_input_ranges
 from modelport.verify.tolerance import EXACT, SignalTolerance
+
+if TYPE_CHECKING:
+    from modelport.quantize.dynamic import DynamicAdvice
+    from modelport.quantize.fp16 import Fp16Conversion
+    from modelport.quantize.int8 import QatSummary
+    from modelport.quantize.mixed import AccuracyBudget, MixedResult
+    from modelport.quantize.ranges import RangeSet
+    from modelport.quantize.sensitivity import SensitivityTable
 
 __all__ = ["FLOORS", "Mode", "QuantizeResult", "quantize", "stack_samples"]
 
@@ -45,6 +53,18 @@ class QuantizeResult:
     fp32_bench: BenchResult | None = None
     quant_bench: BenchResult | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Activation ranges the INT8 model was calibrated with (int8-static).
+    ranges: RangeSet | None = None
+    #: Output error with each layer alone in INT8, most sensitive first (when asked for, or with a budget).
+    sensitivity: SensitivityTable | None = None
+    #: Mixed precision to an accuracy budget: the layers kept in FP32 and why.
+    mixed: MixedResult | None = None
+    #: Dynamic INT8: where the model's work is and how it measured against FP32.
+    dynamic: DynamicAdvice | None = None
+    #: FP16: the nodes kept in FP32 and why (op block list, measured range check).
+    fp16: Fp16Conversion | None = None
+    #: Set when the model came in already quantized (QAT): it is validated and left as it is.
+    qat: QatSummary | None = None
 
     @property
     def worst_sqnr_db(self) -> float:
@@ -87,7 +107,25 @@ class QuantizeResult:
             "quant_bench": self.quant_bench.to_dict() if self.quant_bench else None,
             "comparison": self.comparison.to_dict(),
             "warnings": self.warnings,
+            "calibration": _calibration_dict(self.ranges),
+            "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
+            "mixed_precision": self.mixed.to_dict() if self.mixed else None,
+            "dynamic": self.dynamic.to_dict() if self.dynamic else None,
+            "fp16_kept_fp32": dict(self.fp16.blocked) if self.fp16 else None,
+            "already_quantized": self.qat.to_dict() if self.qat else None,
         }
+
+
+def _calibration_dict(ranges: RangeSet | None) -> dict[str, Any] | None:
+    if ranges is None:
+        return None
+    return {
+        "method": ranges.method,
+        "samples": ranges.samples,
+        "tensors": len(ranges.ranges),
+        "from_cache": ranges.from_cache,
+        "key": ranges.key,
+    }
 
 
 def stack_samples(samples: Sequence[Feeds], batch: int) -> Feeds:
@@ -113,30 +151,116 @@ def _eval_data(model: ir.Model, samples: Sequence[Feeds] | None, batch: int, spe
     ]
 
 
-def _convert(model: ir.Model, mode: Mode, samples: Sequence[Feeds] | None, per_channel: bool, method: str) -> ir.Model:
-    from modelport.quantize.fp16 import to_fp16
-    from modelport.quantize.int8 import quantize_dynamic, quantize_static
+def _head(calibration: Sequence[Feeds] | Callable[[], Iterable[Feeds]] | None, count: int) -> list[Feeds]:
+    """Up to ``count`` calibration samples as a list (a reader function is read only that far)."""
+    if calibration is None:
+        return []
+    if callable(calibration):
+        samples: list[Feeds] = []
+        for sample in calibration():
+            samples.append(sample)
+            if len(samples) == count:
+                break
+        return samples
+    return list(calibration[:count])
 
-    if mode == "fp16":
-        return to_fp16(model)
-    if mode == "int8-dynamic":
-        return quantize_dynamic(model, per_channel=per_channel)
-    if mode == "int8-static":
-        if not samples:
-            raise QuantizationError(
-                "int8-static needs calibration data — pass --calib with an .npy/.npz file or a folder of images"
-            )
-        return quantize_static(model, samples, per_channel=per_channel, method=method)  # type: ignore[arg-type]
-    raise QuantizationError(f"unknown mode '{mode}' — choose fp16, int8-dynamic or int8-static")
+
+@dataclass
+class _Options:
+    """What ``quantize`` was asked for, handed to the per-mode converters."""
+
+    calibration: Sequence[Feeds] | Callable[[], Iterable[Feeds]] | None
+    per_channel: bool
+    method: str
+    activation_symmetric: bool
+    calibration_options: Mapping[str, Any]
+    budget: AccuracyBudget | None
+    sensitivity: bool
+    eval_samples: list[Feeds]
+    force: bool
+    bench_seconds: float
+    threads: int | None
+
+
+def _static(model: ir.Model, options: _Options, result: dict[str, Any]) -> ir.Model:
+    from modelport.quantize.int8 import quantize_static
+    from modelport.quantize.mixed import mixed_precision
+    from modelport.quantize.ranges import collect_ranges
+    from modelport.quantize.sensitivity import layer_sensitivity
+
+    if options.calibration is None or (not callable(options.calibration) and not options.calibration):
+        raise QuantizationError(
+            "int8-static needs calibration data — pass --calib with an .npy/.npz file, a folder of images "
+            "or a package.module:function that yields feeds"
+        )
+    ranges = collect_ranges(
+        model,
+        options.calibration,
+        method=options.method,  # type: ignore[arg-type]
+        **dict(options.calibration_options),
+    )
+    result["ranges"] = ranges
+    quant: dict[str, Any] = {"per_channel": options.per_channel, "activation_symmetric": options.activation_symmetric}
+    if options.budget is not None:
+        mixed = mixed_precision(
+            model, options.eval_samples, options.budget, eval_samples=options.eval_samples, ranges=ranges, **quant
+        )
+        result["mixed"], result["sensitivity"] = mixed, mixed.sensitivity
+        if not mixed.met:
+            result["warnings"].append(f"the accuracy budget is not met: {mixed.why}")
+        elif quantization_kind(mixed.model) == "none":
+            result["warnings"].append(f"only FP32 meets the accuracy budget: {mixed.why}")
+        return mixed.model
+    if options.sensitivity:
+        result["sensitivity"] = layer_sensitivity(model, options.eval_samples, ranges=ranges, **quant)
+    return quantize_static(model, ranges=ranges, **quant)
+
+
+def _dynamic(model: ir.Model, options: _Options, result: dict[str, Any]) -> ir.Model:
+    from modelport.quantize.dynamic import advise_dynamic
+
+    feeds = stack_samples(options.eval_samples, 1) if options.eval_samples else None
+    advice = advise_dynamic(
+        model,
+        feeds=feeds,
+        seconds=options.bench_seconds,
+        force=options.force,
+        per_channel=options.per_channel,
+        threads=options.threads,
+    )
+    result["dynamic"] = advice
+    result["warnings"].extend(advice.warnings)
+    return advice.model
+
+
+def _fp16(model: ir.Model, options: _Options, result: dict[str, Any]) -> ir.Model:
+    from modelport.quantize.fp16 import convert_fp16
+
+    conversion = convert_fp16(model, feeds=options.eval_samples or None)
+    result["fp16"] = conversion
+    return conversion.model
+
+
+_CONVERTERS: dict[str, Callable[[ir.Model, _Options, dict[str, Any]], ir.Model]] = {
+    "int8-static": _static,
+    "int8-dynamic": _dynamic,
+    "fp16": _fp16,
+}
 
 
 def quantize(
     model: ir.Model,
     mode: Mode,
     *,
-    calibration: Sequence[Feeds] | None = None,
+    calibration: Sequence[Feeds] | Callable[[], Iterable[Feeds]] | None = None,
     per_channel: bool = True,
     method: str = "minmax",
+    activation_symmetric: bool = False,
+    calibration_options: Mapping[str, Any] | None = None,
+    budget: AccuracyBudget | None = None,
+    sensitivity: bool = False,
+    eval_samples: Sequence[Feeds] | None = None,
+    force: bool = False,
     floor: SignalTolerance | None = None,
     bench_batch: int = 8,
     bench_seconds: float = 1.5,
@@ -144,31 +268,95 @@ def quantize(
 ) -> QuantizeResult:
     """Quantize ``model`` and measure output error and speed against the FP32 model.
 
-    Output error is measured on the calibration samples when given (at batch 1 and
-    ``bench_batch``), otherwise on generated inputs. A result slower than FP32, or below the
-    accuracy floor, is returned with a loud warning — never silently.
+    ``calibration`` is a list of single-sample feeds or a function returning a fresh iterable of
+    them (streamed: see :func:`~modelport.quantize.ranges.collect_ranges`, which
+    ``calibration_options`` such as ``memory_budget_mb`` and ``cache_dir`` go to). int8-static
+    calibrates once with ``method``; with a ``budget`` it keeps the fewest most-sensitive layers in
+    FP32 that meet it (:func:`~modelport.quantize.mixed.mixed_precision`), and ``sensitivity=True``
+    adds the per-layer table. int8-dynamic refuses conv-heavy models unless ``force``. Output error
+    is measured on ``eval_samples`` (default: the first 32 calibration samples) at batch 1 and
+    ``bench_batch``, otherwise on generated inputs. A result slower than FP32, or below the accuracy
+    floor, is returned with a loud warning — never silently. An already-quantized (QAT) model is
+    validated and returned as it is.
     """
-    already = quantization_kind(model)
-    if already != "none":
-        raise QuantizationError(f"the model is already quantized ({already}) — quantize the FP32 original instead")
-    quantized = _convert(model, mode, calibration, per_channel, method)
-    floor = floor or FLOORS[mode]
-    settings = {
-        "per_channel": per_channel,
-        "method": method if mode == "int8-static" else None,
-        "calibration_samples": len(calibration) if calibration else 0,
-        "format": "QDQ (U8S8)" if mode == "int8-static" else mode,
-    }
+    if mode not in _CONVERTERS:
+        raise QuantizationError(f"unknown mode '{mode}' — choose fp16, int8-dynamic or int8-static")
+    if quantization_kind(model) != "none":
+        return _already_quantized(model, mode, threads)
+    options = _Options(
+        calibration,
+        per_channel,
+        method,
+        activation_symmetric,
+        calibration_options or {},
+        budget,
+        sensitivity,
+        list(eval_samples) if eval_samples is not None else _head(calibration, 32),
+        force,
+        bench_seconds,
+        threads,
+    )
+    extra: dict[str, Any] = {"warnings": []}
+    quantized = _CONVERTERS[mode](model, options, extra)
+    if floor is None:
+        # A signal budget is the user's own floor; otherwise the mode's default.
+        floor = budget.signal if budget is not None and budget.signal is not None else FLOORS[mode]
     with (
         OrtRunner(model, intra_op_threads=threads, name="fp32") as ref,
         OrtRunner(quantized, intra_op_threads=threads, name=mode) as cand,
     ):
-        data = _eval_data(model, calibration, bench_batch, ref.inputs)
+        data = _eval_data(model, options.eval_samples, bench_batch, ref.inputs)
         comparison = compare_runners(cand, ref, tolerance=EXACT, data=data)
-        bench_feeds = data[-1][1]
-        fp32_bench, quant_bench = bench_interleaved([ref, cand], bench_feeds, duration=2 * bench_seconds)
-    result = QuantizeResult(quantized, mode, settings, comparison, floor, fp32_bench, quant_bench)
+        fp32_bench, quant_bench = bench_interleaved([ref, cand], data[-1][1], duration=2 * bench_seconds)
+    settings = _settings(mode, options, len(options.eval_samples))
+    if extra.get("ranges") is not None:
+        settings["calibration_samples"] = extra["ranges"].samples
+    result = QuantizeResult(quantized, mode, settings, comparison, floor, fp32_bench, quant_bench, **extra)
     _warn(result, bench_batch)
+    return result
+
+
+def _settings(mode: str, options: _Options, eval_count: int) -> dict[str, Any]:
+    from modelport.quantize.hardware import default_int8_settings
+
+    settings: dict[str, Any] = {"per_channel": options.per_channel, "evaluation_samples": eval_count}
+    if mode == "int8-static":
+        hw = default_int8_settings()
+        act = "S8" if hw["activation_type"] == "int8" else "U8"
+        settings.update(
+            method=options.method,
+            activation_symmetric=options.activation_symmetric,
+            format=f"QDQ ({act}S8{', reduced range' if hw['reduce_range'] else ''})",
+            hardware=hw["reason"],
+        )
+    else:
+        settings["format"] = mode
+    return settings
+
+
+def _already_quantized(model: ir.Model, mode: str, threads: int | None) -> QuantizeResult:
+    """A QAT (or otherwise quantized) model: check its Q/DQ pairs, run it, and leave it as it is.
+
+    The check that remains meaningful without the FP32 original: ONNX Runtime with its QLinear
+    fusions (all optimizations) against the plain QDQ graph (none), within the INT8 floor.
+    """
+    from modelport.quantize.int8 import check_qat
+
+    summary = check_qat(model)
+    floor = FLOORS["int8-static"]
+    with (
+        OrtRunner(model, intra_op_threads=threads, graph_optimization="disable", name="as given") as ref,
+        OrtRunner(model, intra_op_threads=threads, name="fused by ONNX Runtime") as cand,
+    ):
+        data = _eval_data(model, None, 2, ref.inputs)
+        comparison = compare_runners(cand, ref, tolerance=EXACT, data=data)
+    note = (
+        f"the model is already quantized ({summary.describe()}): its Q/DQ pairs are well formed and it is left "
+        f"as it is — {mode} was not applied"
+    )
+    settings = {"format": summary.kind, "kept_as_is": True}
+    result = QuantizeResult(model, mode, settings, comparison, floor, warnings=[note], qat=summary)
+    logger.info("%s", note)
     return result
 
 
