@@ -25,7 +25,9 @@ MinMax
 Histograms (Percentile and Entropy)
     Pass 1 finds each tensor's global ``low``/``high``; pass 2 histograms ``|x|`` into ``B = bins``
     equal bins over ``[0, A]`` with ``A = max(|low|, |high|)`` (for a non-negative tensor, e.g.
-    after Relu, ``|x| = x``: the non-negative range). Two passes is why ``samples`` must be
+    after Relu, ``|x| = x``: the non-negative range). Exact zeros are left out: 0 is exact in
+    every range, and the spike of zeros a Relu leaves would otherwise dominate bin 0 and pull the
+    entropy threshold far too low (measured: a ResNet's output SQNR fell from 39 dB to 5 dB). Two passes is why ``samples`` must be
     re-iterable (a Sequence, or a zero-argument callable returning a fresh iterator) for these
     methods. Both methods produce a magnitude threshold ``t`` and the range is the symmetric
     ``[-t, t]`` intersected with the observed ``[low, high]`` — so a one-sided tensor keeps its
@@ -523,6 +525,9 @@ class _Stats:
             return
         if self.nonfinite:
             array = array[np.isfinite(array)]
+        # Exact zeros (half of a post-Relu tensor) are exact in every range that holds 0: counted,
+        # they pile into bin 0 and make the entropy search favour thresholds far too small.
+        array = array[array != 0]
         scaled = np.abs(array).astype(np.float32, copy=False)
         scaled *= np.float32(bins / self.amax)
         index = scaled.astype(np.intp).ravel()
