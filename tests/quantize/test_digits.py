@@ -70,9 +70,9 @@ def _train(images: Array, labels: Array) -> Any:
     generator = torch.Generator().manual_seed(SEED)
     model.train()
     for _ in range(EPOCHS):
-        for batch in torch.randperm(len(x), generator=generator).split(64):
+        for batch in torch.split(torch.randperm(len(x), generator=generator), 64):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            torch.autograd.backward(nn.functional.cross_entropy(model(x[batch]), y[batch]))
             optimizer.step()
     return model.eval()
 

@@ -543,3 +543,16 @@ def test_entropy_is_not_fooled_by_the_zeros_a_relu_leaves() -> None:
     minmax, entropy = sqnr("minmax"), sqnr("entropy")
     assert entropy > 30.0
     assert entropy >= minmax - 1.0
+
+
+def test_entropy_never_clips_most_of_a_tensor_away() -> None:
+    """A strictly positive tensor far from 0 (a pooled feature in [0.2, 2.2]): clipping below
+    nearly all its mass leaves P one spike Q matches exactly (KL ~ 0); such thresholds are out."""
+    from modelport.quantize.ranges import MAX_CLIPPED, entropy_bins
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.2, 2.2, 100_000)
+    hist = np.bincount(np.minimum((values / 2.2 * 2048).astype(int), 2047), minlength=2048)
+    chosen = entropy_bins(hist)
+    kept = hist[:chosen].sum() / hist.sum()
+    assert kept >= 1 - MAX_CLIPPED

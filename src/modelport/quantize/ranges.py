@@ -25,14 +25,14 @@ MinMax
 Histograms (Percentile and Entropy)
     Pass 1 finds each tensor's global ``low``/``high``; pass 2 histograms ``|x|`` into ``B = bins``
     equal bins over ``[0, A]`` with ``A = max(|low|, |high|)`` (for a non-negative tensor, e.g.
-    after Relu, ``|x| = x``: the non-negative range). Exact zeros are left out: 0 is exact in
-    every range, and the spike of zeros a Relu leaves would otherwise dominate bin 0 and pull the
-    entropy threshold far too low (measured: a ResNet's output SQNR fell from 39 dB to 5 dB). Two passes is why ``samples`` must be
-    re-iterable (a Sequence, or a zero-argument callable returning a fresh iterator) for these
-    methods. Both methods produce a magnitude threshold ``t`` and the range is the symmetric
-    ``[-t, t]`` intersected with the observed ``[low, high]`` — so a one-sided tensor keeps its
-    own side, and ``t = A`` gives the MinMax range exactly. (Were the intersection empty — a
-    threshold below the minimum of a strictly positive tensor — the MinMax range is kept.)
+    after Relu, ``|x| = x``: the non-negative range). Exact zeros are left out: 0 is exact in every
+    range, and the spike of zeros a Relu leaves would otherwise dominate bin 0 and pull the entropy
+    threshold far too low (measured: a ResNet's output SQNR fell from 39 dB to 5 dB). Two passes is
+    why ``samples`` must be re-iterable (a Sequence, or a zero-argument callable returning a fresh
+    iterator) for these methods. Both methods produce a magnitude threshold ``t`` and the range is
+    the symmetric ``[-t, t]`` intersected with the observed ``[low, high]`` — so a one-sided tensor
+    keeps its own side, and ``t = A`` gives the MinMax range exactly. (Were the intersection empty —
+    a threshold below the minimum of a strictly positive tensor — the MinMax range is kept.)
 
 Percentile (symmetric)
     ``t`` is the ``percentile``-th percentile of ``|x|``: the upper edge of the first bin whose
@@ -51,7 +51,9 @@ Entropy (TensorRT-style KL divergence)
       of 0 under a non-zero ``P_k`` (only the outliers fell in that level) is floored at
       ``1e-4`` counts, as TensorRT's and MXNet's smoothing does.
 
-    ``t`` is the ``t_i`` of least divergence. ``Q`` is constant within a level, so each
+    ``t`` is the ``t_i`` of least divergence among those that clip at most 1 % of the values
+    (``MAX_CLIPPED``): a threshold below nearly all the mass leaves ``P`` one spike that ``Q``
+    matches exactly, a KL of ~0 that would otherwise win. ``Q`` is constant within a level, so each
     candidate costs O(L) with prefix sums (``Σ p log p`` and counts per level), not O(B). More bins
     give finer candidates: with ``B = 2048`` a body of values narrower than ``A/16`` cannot be
     resolved (the smallest candidate is 128 bins), which is why the default is not lower.
@@ -106,6 +108,8 @@ Method = Literal["minmax", "entropy", "percentile"]
 METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 #: Quantized levels the Entropy calibrator assumes for a magnitude (int8: 128).
 LEVELS = 128
+#: Entropy thresholds may clip at most this share of a tensor's (non-zero) values.
+MAX_CLIPPED = 0.01
 #: A Q count of zero under a non-zero P count is floored at this (TensorRT/MXNet smoothing).
 _Q_FLOOR = 1e-4
 _CACHE_FORMAT = 1
@@ -543,7 +547,8 @@ def percentile_bins(hist: np.ndarray[Any, Any], percentile: float) -> int:
 
 
 def entropy_bins(hist: np.ndarray[Any, Any], levels: int = LEVELS) -> int:
-    """The number of bins ``i`` in ``levels..len(hist)`` whose threshold minimizes KL(P‖Q).
+    """The number of bins ``i`` in ``levels..len(hist)`` whose threshold minimizes KL(P‖Q), among
+    the thresholds that clip at most :data:`MAX_CLIPPED` of the values.
 
     See the module docstring for P and Q. Computed for every candidate at once with prefix sums.
     """
@@ -575,7 +580,11 @@ def entropy_bins(hist: np.ndarray[Any, Any], levels: int = LEVELS) -> int:
     q_total = prefix[cands]
     with np.errstate(divide="ignore"):
         kl = (sum_p_log_p - sum_p_log_q) / total - np.log(total) + np.log(q_total)
-    kl = np.where(q_total > 0, kl, np.inf)
+    # A threshold that clips most of the values makes P nearly one spike that Q matches exactly
+    # (KL ~ 0): a degenerate optimum, e.g. [0.2023, 0.2030] for a tensor spanning [0.2, 2.2].
+    kl = np.where((q_total > 0) & (tail <= MAX_CLIPPED * total), kl, np.inf)
+    if not np.isfinite(kl).any():
+        return n
     return int(cands[int(np.argmin(kl))])
 
 
