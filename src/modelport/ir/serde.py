@@ -26,6 +26,7 @@ __all__ = [
     "from_bytes",
     "infer_shapes",
     "load",
+    "load_detached",
     "save",
     "serialize_without_weights",
     "serialized_size",
@@ -125,6 +126,15 @@ def _check_complete(model: ir.Model, what: str) -> None:
                 f"{what}: graph output '{value.name}' is produced by no node — "
                 "the file is truncated or corrupt; re-export it"
             )
+
+
+def load_detached(path: str | os.PathLike[str]) -> ir.Model:
+    """Load a model with every external tensor read into memory, detached from its file (which may
+    then be deleted — e.g. the output a converter wrote to a temporary folder)."""
+    model = load(path)
+    ir.external_data.load_to_model(model)
+    model.meta.clear()
+    return model
 
 
 def source_path(model: ir.Model) -> Path | None:

@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from modelport.bench.harness import BenchResult, bench_interleaved
 from modelport.errors import ConfigError, QuantizationError
-from modelport.ir.serde import clone, infer_shapes, load, save, weight_bytes
+from modelport.ir.serde import clone, infer_shapes, load_detached, save, weight_bytes
 from modelport.ir.specs import concrete_shape, specs_of
 from modelport.ir.summary import quantization_kind
 from modelport.verify.diff import diff_outputs
@@ -405,13 +405,6 @@ def _ort_op_types(op_types: Sequence[str]) -> list[str]:
     return sorted(mapped)
 
 
-def _reload(path: Path) -> ir.Model:
-    model = load(path)
-    ir.external_data.load_to_model(model)
-    model.meta.clear()  # the temporary file is gone after this; the model lives in memory
-    return model
-
-
 def _prepared(model: ir.Model) -> tuple[ir.Model, list[str]]:
     """A named copy with Gemms rewritten as MatMul, ready for ORT; the names of those MatMuls."""
     work = clone(model)
@@ -467,7 +460,7 @@ def quantize_dynamic(
             )
         except Exception as e:
             raise QuantizationError(f"ONNX Runtime dynamic quantization failed: {e}") from e
-        quantized = _reload(dst)
+        quantized = load_detached(dst)
     if quantization_kind(quantized) == "none":
         raise QuantizationError(
             f"dynamic INT8 quantized nothing: the model has no {'/'.join(op_types)} node with constant weights "

@@ -1,4 +1,4 @@
-"""INT8 quantization: static QDQ from modelport's own ranges, dynamic, and already-quantized models.
+"""INT8: static QDQ from modelport's own ranges, and already-quantized models (dynamic: see dynamic.py).
 
 Static INT8 is split in two on purpose:
 
@@ -32,7 +32,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelport.errors import QuantizationError
-from modelport.ir.serde import clone, load, save
+from modelport.ir.serde import clone, save
 from modelport.ir.summary import quantization_kind
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ __all__ = [
     "check_qat",
     "is_quantized",
     "qat_summary",
-    "quantize_dynamic",
     "quantize_static",
     "validate_qdq",
 ]
@@ -73,13 +72,6 @@ _QUANTIZED_TYPES = frozenset(
         ir.DataType.FLOAT8E5M2FNUZ,
     }
 )
-
-
-def _reload(path: Path) -> ir.Model:
-    model = load(path)
-    ir.external_data.load_to_model(model)
-    model.meta.clear()  # the temporary file is gone after this; the model lives in memory
-    return model
 
 
 def _for_ort_quantizer(model: ir.Model) -> ir.Model:
@@ -449,20 +441,6 @@ def _missing_ranges_error(missing: Mapping[str, list[tuple[str, str]]]) -> Quant
         "ranges collect_ranges() measured on this same model (tensor names change when the graph is optimized "
         f"after calibration), or keep those nodes float with nodes_to_exclude={nodes}"
     )
-
-
-def quantize_dynamic(model: ir.Model, *, per_channel: bool = False) -> ir.Model:
-    """Dynamic INT8: weights quantized ahead of time, activations at run time (MatMul-heavy models)."""
-    from onnxruntime import quantization as q
-
-    with tempfile.TemporaryDirectory(prefix="modelport-q-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        save(_for_ort_quantizer(model), src)
-        try:
-            q.quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=q.QuantType.QInt8)
-        except Exception as e:
-            raise QuantizationError(f"ONNX Runtime dynamic quantization failed: {e}") from e
-        return _reload(dst)
 
 
 # --- already-quantized (QAT) models -----------------------------------------------------------------------
