@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 import pytest
-from resnet_models import conv_names, resnet
 
 from modelport.errors import ConfigError
 from modelport.ir.serde import clone
@@ -16,6 +15,7 @@ from modelport.passes.manager import optimize
 from modelport.verify.bisect import DEFAULT_PER_PROBE, bisect, compare_tensor
 from modelport.verify.inputs import InputPlan
 from modelport.verify.match import TensorPair
+from resnet_models import conv_names, resnet
 
 
 def _corrupt(model: ir.Model, node_name: str, index: tuple[int, ...], factor: float = 1.1) -> ir.Model:

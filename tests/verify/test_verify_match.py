@@ -4,11 +4,11 @@ name and position; everything left unpaired is listed."""
 from __future__ import annotations
 
 import onnx_ir as ir
-from resnet_models import resnet
 
 from modelport.ir.serde import infer_shapes
 from modelport.passes.manager import optimize
 from modelport.verify.match import match_tensors
+from resnet_models import resnet
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>'
 
