@@ -210,6 +210,8 @@ def _static(model: ir.Model, options: _Options, result: dict[str, Any]) -> ir.Mo
             result["warnings"].append(f"the accuracy budget is not met: {mixed.why}")
         elif quantization_kind(mixed.model) == "none":
             result["warnings"].append(f"only FP32 meets the accuracy budget: {mixed.why}")
+        if options.sensitivity and result["sensitivity"] is None:  # full INT8 met it: no ranking was needed
+            result["sensitivity"] = layer_sensitivity(model, options.eval_samples, ranges=ranges, **quant)
         return mixed.model
     if options.sensitivity:
         result["sensitivity"] = layer_sensitivity(model, options.eval_samples, ranges=ranges, **quant)
