@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-__all__ = ["BUILDERS", "Case", "ModelUnavailableError"]
+__all__ = ["BUILDERS", "Case", "ModelUnavailableError", "export_cnn"]
 
 
 class ModelUnavailableError(Exception):
@@ -98,6 +98,26 @@ def _resnet18() -> Any:
     return ResNet18()
 
 
+def export_cnn(
+    model: Any, example: Any, path: Path, *, input_name: str, output_name: str, dynamic_batch: bool = True
+) -> None:
+    """Legacy TorchScript export of a one-input CNN, BatchNorm kept (no constant folding), opset 17."""
+    import torch
+
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        do_constant_folding=False,
+        training=torch.onnx.TrainingMode.EVAL,
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None,
+    )
+
+
 def build_resnet18(folder: Path, *, size: int = 128, dynamic_batch: bool = True) -> Case:
     """``size``: height and width of the image; ``dynamic_batch=False`` exports a fixed batch of 1."""
     import torch
@@ -106,18 +126,8 @@ def build_resnet18(folder: Path, *, size: int = 128, dynamic_batch: bool = True)
     model = _resnet18().eval()
     _randomize_batchnorm(model, seed=1)
     path = folder / "resnet18.onnx"
-    torch.onnx.export(
-        model,
-        (torch.randn(1, 3, size, size),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
-    )
+    example = torch.randn(1, 3, size, size)
+    export_cnn(model, example, path, input_name="image", output_name="logits", dynamic_batch=dynamic_batch)
     batch = "" if dynamic_batch else ", batch fixed to 1"
     return Case(
         "resnet18", path, f"ResNet-18-like, 3x{size}x{size}{batch}, legacy export without constant folding (BN kept)"
@@ -417,18 +427,7 @@ def build_yolo(folder: Path) -> Case:
     model = _yolo().eval()
     _randomize_batchnorm(model, seed=2)
     path = folder / "yolo.onnx"
-    torch.onnx.export(
-        model,
-        (torch.rand(1, 3, _IMAGE, _IMAGE),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-        input_names=["images"],
-        output_names=["output0"],
-        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
-    )
+    export_cnn(model, torch.rand(1, 3, _IMAGE, _IMAGE), path, input_name="images", output_name="output0")
     return Case(
         "yolo",
         path,

@@ -82,7 +82,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peer_models import build_bert_legacy
+from _peer_models import build_bert_legacy, export_cnn
 
 Array = np.ndarray[Any, Any]
 Feeds = dict[str, Array]
@@ -343,18 +343,7 @@ def build_resnet18(folder: Path) -> tuple[Path, str]:
             model(torch.from_numpy(images))
     model.eval()
     path = folder / "resnet18.onnx"
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, IMAGE, IMAGE),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_cnn(model, torch.zeros(1, 3, IMAGE, IMAGE), path, input_name="image", output_name="logits")
     return path, f"ResNet-18-like, 3x{IMAGE}x{IMAGE}, BatchNorm statistics measured on 64 images"
 
 
@@ -802,18 +791,7 @@ def build_rgbd(folder: Path) -> Any:
     from modelport.passes.manager import optimize
 
     path = folder / "rgbd.onnx"
-    torch.onnx.export(
-        train_rgbd(),
-        (torch.zeros(1, 4, RGBD_SIZE, RGBD_SIZE),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_cnn(train_rgbd(), torch.zeros(1, 4, RGBD_SIZE, RGBD_SIZE), path, input_name="image", output_name="logits")
     return optimize(load(path)).model
 
 
