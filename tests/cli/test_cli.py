@@ -213,3 +213,21 @@ def test_quantize_budget_arguments_must_agree(
     assert code == 2 and "give one accuracy budget" in err
     code, _, err = run(capsys, *base, "--max-drop", "0.01")
     assert code == 2 and "needs both --data PATH and --max-drop" in err
+
+
+def test_quantize_task_budget_prints_the_accuracy_and_the_samples_that_changed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, example_path: Path
+) -> None:
+    images = example_calibration(8)
+    from modelport.runners.onnxruntime import OrtRunner
+
+    with OrtRunner(str(example_path)) as fp32:
+        labels = fp32.infer({"image": images})["logits"].argmax(axis=1)
+    np.savez(tmp_path / "data.npz", image=images, labels=labels)
+    np.save(tmp_path / "calib.npy", images)
+    args = ["quantize", str(example_path), "--mode", "int8-static", "--calib", str(tmp_path / "calib.npy")]
+    args += ["--data", str(tmp_path / "data.npz"), "--max-drop", "0.5", "--allow-slower", "--batch", "2"]
+    code, out, err = run(capsys, *args, "-o", str(tmp_path / "q.onnx"))
+    assert code == 0, err
+    assert "accuracy budget met" in out
+    assert "top1 on 8 samples: FP32 1.0000" in out

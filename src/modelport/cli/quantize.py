@@ -162,6 +162,17 @@ def _print_details(out: Console, result: QuantizeResult) -> None:
         out.print(f"accuracy budget {verdict}: {result.mixed.why}")
         for kept in result.mixed.kept_fp32:
             out.print(f"  kept in FP32: {kept.op_type} '{kept.node}' — {kept.reason}")
+        accuracy = result.mixed.accuracy
+        if accuracy is not None:
+            out.print(
+                f"{accuracy.metric} on {accuracy.samples} samples: FP32 {accuracy.reference_score:.4f}, "
+                f"quantized {accuracy.candidate_score:.4f} ({accuracy.delta:+.4f}); "
+                f"{len(accuracy.regressions)} samples worse, {len(accuracy.improvements)} better"
+            )
+            for change in accuracy.regressions[:10]:
+                out.print(
+                    f"  worse: {change.name} (label {change.label}): FP32 {change.reference} → {change.candidate}"
+                )
     if result.dynamic is not None:
         out.print(f"dynamic INT8: {result.dynamic.summary()}")
     if result.fp16 is not None:
