@@ -275,8 +275,8 @@ def test_user_metric_failures_name_the_sample(reference: OrtRunner) -> None:
     [
         ("top0", r"top-k needs k >= 1, got top0"),
         ("accuracy", r"unknown metric 'accuracy' — use top1, top5, top<K>, or a function as package.module:function"),
-        ("mymetrics:", r"is not package.module:function"),
-        (":fn", r"is not package.module:function"),
+        ("mymetrics:", r"should have the form 'package.module:function'"),
+        (":fn", r"should have the form 'package.module:function'"),
         ("modelport_no_such_module_xyz:f", r"cannot import module 'modelport_no_such_module_xyz' .* PYTHONPATH"),
         (f"{__name__}:missing", r"has no attribute 'missing' .* check the function name"),
         (f"{__name__}:NOT_CALLABLE", r"is a int, not a function"),
@@ -299,7 +299,7 @@ def test_a_metric_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "modelport_test_bad_metrics.py").write_text("raise RuntimeError('bad import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(
-        ConfigError, match=r"importing 'modelport_test_bad_metrics' .* failed: RuntimeError: bad import"
+        ConfigError, match=r"importing module 'modelport_test_bad_metrics' .* failed: RuntimeError: bad import"
     ):
         resolve_metric("modelport_test_bad_metrics:f")
 

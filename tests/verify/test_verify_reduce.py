@@ -286,7 +286,7 @@ def test_entry_point_errors(check_module: str) -> None:
         parse_check("no_such_module_for_reduce:check")
     with pytest.raises(ConfigError, match="module 'json' has no attribute 'no_such_function'"):
         parse_check("json:no_such_function")
-    with pytest.raises(ConfigError, match="'__doc__' is a str, not a function"):
+    with pytest.raises(ConfigError, match="'json:__doc__' is a str, not a function"):
         parse_check("json:__doc__")
     model = resnet_chain(blocks=1)
     with pytest.raises(ConfigError, match=r"returned str 'yes', but it must return True"):

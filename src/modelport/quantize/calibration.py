@@ -13,7 +13,6 @@ the samples twice (min/max, then histograms) without ever holding them all.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.entry_points import load_callable
 from modelport.errors import CalibrationDataError, InputError
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import check_feeds
@@ -88,34 +88,12 @@ def entry_point_reader(spec: str, specs: Sequence[TensorSpec]) -> Callable[[], I
 
 
 def _load_function(spec: str) -> Callable[[], Any]:
-    module_name, sep, attr = spec.strip().partition(":")
-    module_name, attr = module_name.strip(), attr.strip()
-    if not sep or not module_name or not attr:
-        raise CalibrationDataError(f"calibration entry point '{spec}' should have the form {_FORM}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise CalibrationDataError(
-            f"cannot import module '{module_name}' for calibration entry point '{spec}': {e} — "
-            "check the spelling, install it, or add its folder to PYTHONPATH"
-        ) from e
-    except Exception as e:
-        raise CalibrationDataError(
-            f"importing module '{module_name}' for calibration entry point '{spec}' failed: {type(e).__name__}: {e}"
-        ) from e
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise CalibrationDataError(
-                f"module '{module_name}' has no attribute '{attr}' (calibration entry point '{spec}') — "
-                "check the name after the ':'"
-            )
-        target = getattr(target, part)
-    if not callable(target):
-        raise CalibrationDataError(
-            f"calibration entry point '{spec}' is a {type(target).__name__}, not a function — name a function "
-            "with no arguments that returns (or yields) feeds dicts"
-        )
+    target = load_callable(
+        spec,
+        what="calibration entry point",
+        expects="a function with no arguments that returns (or yields) feeds dicts",
+        error=CalibrationDataError,
+    )
     _check_no_arguments(spec, target)
     function: Callable[[], Any] = target
     return function

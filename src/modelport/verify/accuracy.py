@@ -17,7 +17,6 @@ when every input has a dynamic batch axis; per-sample scores are the same, only 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import re
@@ -28,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from modelport.entry_points import load_callable
 from modelport.errors import BackendError, ConfigError
 from modelport.runners.base import Feeds, Outputs, Runner
 from modelport.verify.dataset import Dataset
@@ -187,31 +187,7 @@ def resolve_metric(text: str, *, output: str | None = None) -> Metric:
 
 
 def _load_function(spec: str) -> Callable[[dict[str, np.ndarray[Any, Any]], Any], Any]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"metric '{spec}' is not package.module:function (e.g. mymetrics:mean_iou)")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ConfigError(
-            f"cannot import module '{module_name}' for metric '{spec}': {e} — "
-            "install it or add its folder to PYTHONPATH"
-        ) from e
-    except Exception as e:
-        raise ConfigError(f"importing '{module_name}' for metric '{spec}' failed: {type(e).__name__}: {e}") from e
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as e:
-            raise ConfigError(
-                f"module '{module_name}' has no attribute '{attr}' (metric '{spec}') — check the function name"
-            ) from e
-    if not callable(target):
-        raise ConfigError(
-            f"metric '{spec}' is a {type(target).__name__}, not a function — "
-            "name a function fn(outputs, label) -> float"
-        )
+    target = load_callable(spec, what="metric", expects="a function fn(outputs, label) -> float")
     fn: Callable[[dict[str, np.ndarray[Any, Any]], Any], Any] = target
     return fn
 

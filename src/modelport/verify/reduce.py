@@ -45,7 +45,6 @@ bound), only perhaps not the smallest; phase 3 then removes what it can.
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
 import os
 import re
@@ -63,6 +62,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from modelport.entry_points import load_callable
 from modelport.errors import BackendError, ConfigError, InputError, ModelSaveError
 from modelport.ir.serde import clone, infer_shapes, save
 from modelport.ir.specs import specs_of
@@ -242,19 +242,7 @@ class FunctionCheck(Check):
 
 def load_function_check(spec: str) -> FunctionCheck:
     """The check ``'package.module:function'``; raises :class:`ConfigError` when it cannot be loaded."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(
-            f"check {spec!r}: cannot import module '{module_name}' ({e}) — check the name, and that it is "
-            "installed or on PYTHONPATH"
-        ) from e
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ConfigError(f"check {spec!r}: module '{module_name}' has no attribute '{attr}' — check the name")
-    if not callable(fn):
-        raise ConfigError(f"check {spec!r}: '{attr}' is a {type(fn).__name__}, not a function(model, feeds) -> bool")
+    fn = load_callable(spec, what="check", expects="a function(model, feeds) -> bool")
     return FunctionCheck(fn, name=spec)
 
 
