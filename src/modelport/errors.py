@@ -22,8 +22,12 @@ how to fix it; the underlying cause is chained with ``raise ... from``.
     ├── VerificationError       two models or engines disagree beyond tolerance
     ├── ConfigError             a configuration file or option is invalid
     ├── RepositoryError         a model repository is malformed, or a model/version is unknown
-    │   └── ModelNotFoundError  a model or version is not in the repository
-    └── ProtocolError           a KServe v2 request is malformed
+    │   ├── ModelNotFoundError  a model or version is not in the repository
+    │   └── ModelNotReadyError  a model is known but not loaded (starting, stopping, unloaded, stuck)
+    ├── ProtocolError           a KServe v2 request is malformed
+    │   └── PayloadTooLargeError  a request body is over the server's size limit
+    ├── ServerBusyError         a model's request queue is full (retry later)
+    └── RequestTimeoutError     a request did not finish within its timeout
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ __all__ = [
     "InvalidModelError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelNotReadyError",
     "ModelSaveError",
     "ModelportError",
     "PassError",
+    "PayloadTooLargeError",
     "ProtocolError",
     "QuantizationError",
     "RepositoryError",
+    "RequestTimeoutError",
+    "ServerBusyError",
     "UnknownInputError",
     "VerificationError",
 ]
@@ -120,3 +128,27 @@ class ModelNotFoundError(RepositoryError):
 
 class ProtocolError(ModelportError):
     """A KServe v2 request is malformed."""
+
+
+class ModelNotReadyError(RepositoryError):
+    """A model version is known but cannot serve now: loading, unloading, unloaded, or stuck."""
+
+
+class PayloadTooLargeError(ProtocolError):
+    """A request body is larger than the server accepts."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class ServerBusyError(ModelportError):
+    """A model's request queue is full; ``retry_after`` is a suggested wait in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(ModelportError):
+    """A request did not finish within its timeout (it was dropped from the queue if still there)."""

@@ -4,6 +4,7 @@ error responses, the lifespan, and concurrent requests running off the event loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import threading
@@ -272,8 +273,8 @@ _GOOD = {"x": ("FP32", [1, 3], [1, 2, 3]), "k": ("INT64", [1], [4])}
         (
             "/v2/models/mixed/infer",
             _json_request(x=("FP32", [2, 3], [0] * 6), k=("INT64", [3], [0] * 3)),
-            500,
-            r"ONNX Runtime failed running model 'mixed'",
+            400,
+            r"the inputs of model 'mixed' version 2 disagree on the batch size \(axis 0\): 'x': 2, 'k': 3",
         ),
     ],
 )
@@ -333,9 +334,9 @@ async def test_unknown_model_metadata_is_404(client: httpx.AsyncClient) -> None:
 async def test_unknown_route_and_method_answer_in_the_error_format(
     client: httpx.AsyncClient,
 ) -> None:
-    missing = await client.get("/v2/models/mixed/stats")
+    missing = await client.get("/v2/models/mixed/explain")
     assert missing.status_code == 404
-    assert missing.json() == {"error": "no route /v2/models/mixed/stats — see GET /v2 and /v2/models/<name>"}
+    assert missing.json() == {"error": "no route /v2/models/mixed/explain — see GET /v2 and /v2/models/<name>"}
     wrong = await client.get("/v2/models/mixed/infer")
     assert wrong.status_code == 405
     assert wrong.json() == {"error": "GET /v2/models/mixed/infer: Method Not Allowed"}
@@ -386,13 +387,13 @@ async def test_concurrent_requests_run_in_parallel_off_the_event_loop(
 ) -> None:
     """32 requests with distinct data at once: each gets its own answer, and up to
     instance_count (4) inferences run at the same time in the model's thread pool."""
-    runner = repository.get("mixed", 2).runner
-    real_infer = runner._infer
+    runners = repository.get("mixed", 2).runners
+    assert len(runners) == 4
     lock = threading.Lock()
     running = peak = 0
     loop_threads: set[int] = set()
 
-    def slow_infer(feeds: Feeds) -> Outputs:
+    def slow(real_infer: Callable[[Feeds], Outputs], feeds: Feeds) -> Outputs:
         nonlocal running, peak
         loop_threads.add(threading.get_ident())
         with lock:
@@ -405,7 +406,8 @@ async def test_concurrent_requests_run_in_parallel_off_the_event_loop(
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(runner, "_infer", slow_infer)
+    for runner in runners:
+        monkeypatch.setattr(runner, "_infer", functools.partial(slow, runner._infer))
     rng = np.random.default_rng(1)
     batches: list[Arrays] = [
         {

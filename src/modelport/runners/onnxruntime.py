@@ -69,6 +69,7 @@ class OrtRunner(Runner):
         name: str | None = None,
         share_weights: bool = False,
         external_initializers: tuple[list[str], list[Any]] | None = None,
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
         if name is None:
             name = Path(model).stem if isinstance(model, str | os.PathLike) else "model"
@@ -83,6 +84,9 @@ class OrtRunner(Runner):
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.graph_optimization = graph_optimization
+        #: Session configuration entries (``options.add_session_config_entry``), e.g.
+        #: ``{"session.intra_op.allow_spinning": "0"}``.
+        self.session_config = dict(session_config or {})
         self.share_weights = share_weights
         # Weights given as buffers for a model passed as bytes (see serialize_without_weights).
         self._given = external_initializers
@@ -136,6 +140,8 @@ class OrtRunner(Runner):
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = self.inter_op_threads
         options.log_severity_level = 3
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         providers = self._resolve_providers(ort.get_available_providers())
         provider_options = [self.provider_options.get(p, {}) for p in providers]
         source = self._source()
@@ -193,6 +199,7 @@ class OrtRunner(Runner):
             "intra_op_threads": self.intra_op_threads or "default (physical cores)",
             "inter_op_threads": self.inter_op_threads or "default",
             "graph_optimization": self.graph_optimization,
+            "session_config": dict(self.session_config),
         }
 
 

@@ -1,19 +1,26 @@
-"""The KServe v2 HTTP server as a Starlette application.
+"""The KServe v2 HTTP server as a Starlette application over an :class:`InferenceCore`.
 
-Routes (Open Inference Protocol)::
+Routes (Open Inference Protocol, plus Triton's statistics and repository extensions)::
 
     GET  /v2/health/live                          200 while the process serves
-    GET  /v2/health/ready                         200 once every model version is loaded
+    GET  /v2/health/ready                         200 when every model is loaded and none is stuck, 400 otherwise
     GET  /v2                                      server metadata
     GET  /v2/models/{m}[/versions/{v}]            model metadata (-1 marks a variable dimension)
     GET  /v2/models/{m}[/versions/{v}]/ready      model readiness
     POST /v2/models/{m}[/versions/{v}]/infer      inference, JSON or binary tensors
+    GET  /v2/models[/{m}[/versions/{v}]]/stats    Triton-compatible statistics
+    POST /v2/repository/index                     every model version on disk and its state
+    POST /v2/repository/models/{m}/load|unload    load (or reload) and unload a model
+    GET  /metrics                                 Prometheus metrics
 
-Models are loaded when the application starts (its lifespan) and freed when it stops. Each model
-version gets its own thread pool of ``instance_count`` threads; a request is parsed, validated,
-run and encoded there, so the event loop only moves bytes. Errors come back as
-``{"error": "..."}``: a malformed request or bad feeds are 400, an unknown model or version 404,
-a model that is not loaded 503, anything else 500.
+Errors come back as ``{"error": "..."}``: a malformed request or bad feeds are 400, an unknown
+model 404, a body over the size limit 413 (the limit in the message), a full queue 429 with
+``Retry-After``, a model that is not loaded 503, a request over its timeout 504, anything else
+500. Binary request bodies are decoded zero-copy (numpy views of the body); inference runs in the
+model's instance threads, so the event loop only moves bytes. A client that disconnects while its
+request waits cancels it. While the server drains, every response carries ``Connection: close``
+so that clients reconnect elsewhere. One structured (JSON) line per request goes to the
+``modelport.access`` logger at INFO.
 """
 
 from __future__ import annotations
@@ -21,199 +28,317 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from modelport import __version__
-from modelport.errors import InputError, ModelNotFoundError, ModelportError, ProtocolError
-from modelport.ir.specs import TensorSpec
-from modelport.runners.base import check_feeds
-from modelport.serve.protocol import HEADER_LENGTH, datatype_of, encode_response, parse_request
-from modelport.serve.repository import ModelRepository, ServedModel
+from modelport.errors import (
+    InputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ModelportError,
+    PayloadTooLargeError,
+    ProtocolError,
+    RepositoryError,
+    RequestTimeoutError,
+    ServerBusyError,
+)
+from modelport.serve.core import PLATFORM, SERVER_EXTENSIONS, InferenceCore, InferenceResult, ServerOptions
+from modelport.serve.protocol import HEADER_LENGTH, encode_response, parse_request
+from modelport.serve.repository import ModelRepository
 
 __all__ = ["PLATFORM", "SERVER_EXTENSIONS", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-#: The platform reported in model metadata (the name Triton uses for ONNX Runtime models).
-PLATFORM = "onnxruntime_onnx"
-#: Protocol extensions this server implements, advertised in the server metadata.
-SERVER_EXTENSIONS = ("binary_tensor_data",)
+access_log = logging.getLogger("modelport.access")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+# JSON bodies (and JSON outputs) bigger than this are parsed (encoded) in a worker thread, so a
+# large JSON tensor does not stall the event loop; smaller ones are cheaper to do in place.
+_INLINE_JSON_BYTES = 64 * 1024
+_INLINE_JSON_ELEMENTS = 16 * 1024
 
 
-def create_app(repository: ModelRepository) -> Starlette:
-    """A Starlette application that serves ``repository`` over the KServe v2 HTTP protocol.
+def create_app(
+    source: ModelRepository | InferenceCore,
+    options: ServerOptions | None = None,
+    *,
+    on_startup: Callable[[InferenceCore], Awaitable[Any]] | None = None,
+    on_shutdown: Callable[[InferenceCore], Awaitable[Any]] | None = None,
+) -> Starlette:
+    """A Starlette application that serves a repository (or a core) over KServe v2 HTTP.
 
-    The repository is loaded when the application starts and unloaded when it stops.
+    The models are loaded when the application starts and freed when it stops; ``on_startup`` and
+    ``on_shutdown`` run after loading and before freeing (the gRPC server hooks in there).
     """
-    server = _Server(repository)
+    core = source if isinstance(source, InferenceCore) else InferenceCore(source, options)
+    http = _Http(core, on_startup, on_shutdown)
     model_routes: list[tuple[str, Endpoint, str]] = [
-        ("", server.model_metadata, "GET"),
-        ("/ready", server.model_ready, "GET"),
-        ("/infer", server.infer, "POST"),
+        ("", http.model_metadata, "GET"),
+        ("/ready", http.model_ready, "GET"),
+        ("/infer", http.infer, "POST"),
+        ("/stats", http.statistics, "GET"),
     ]
     routes = [
-        Route("/v2/health/live", _guard(server.live), methods=["GET"]),
-        Route("/v2/health/ready", _guard(server.ready), methods=["GET"]),
-        Route("/v2", _guard(server.metadata), methods=["GET"]),
+        Route("/v2/health/live", _guard(http, http.live), methods=["GET"]),
+        Route("/v2/health/ready", _guard(http, http.ready), methods=["GET"]),
+        Route("/v2", _guard(http, http.metadata), methods=["GET"]),
+        Route("/v2/models/stats", _guard(http, http.statistics), methods=["GET"]),
+        Route("/v2/repository/index", _guard(http, http.repository_index), methods=["POST"]),
+        Route("/v2/repository/models/{model_name}/load", _guard(http, http.load), methods=["POST"]),
+        Route("/v2/repository/models/{model_name}/unload", _guard(http, http.unload), methods=["POST"]),
+        Route("/metrics", _guard(http, http.metrics), methods=["GET"]),
     ]
     for suffix, endpoint, method in model_routes:
         for prefix in (
             "/v2/models/{model_name}",
             "/v2/models/{model_name}/versions/{model_version}",
         ):
-            routes.append(Route(prefix + suffix, _guard(endpoint), methods=[method]))
-    return Starlette(
-        routes=routes,
-        lifespan=server.lifespan,
-        exception_handlers={HTTPException: _http_error},
-    )
+            routes.append(Route(prefix + suffix, _guard(http, endpoint), methods=[method]))
+    app = Starlette(routes=routes, lifespan=http.lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.core = core
+    return app
 
 
-class _Server:
-    """The state behind the routes: the repository and one thread pool per model version."""
+class _Http:
+    """The routes, over one core."""
 
-    def __init__(self, repository: ModelRepository) -> None:
-        self.repository = repository
-        self.pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
+    def __init__(
+        self,
+        core: InferenceCore,
+        on_startup: Callable[[InferenceCore], Awaitable[Any]] | None,
+        on_shutdown: Callable[[InferenceCore], Awaitable[Any]] | None,
+    ) -> None:
+        self.core = core
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.repository.load()
+        await self.core.start()
         try:
-            for model in self.repository:
-                self.pools[model.name, model.version] = ThreadPoolExecutor(
-                    max_workers=model.config.instance_count,
-                    thread_name_prefix=f"modelport-{model.name}-{model.version}",
-                )
+            if self._on_startup is not None:
+                await self._on_startup(self.core)
             yield
         finally:
-            pools, self.pools = self.pools, {}
-            for pool in pools.values():
-                pool.shutdown(wait=True)
-            self.repository.unload()
+            try:
+                if self._on_shutdown is not None:
+                    await self._on_shutdown(self.core)
+            finally:
+                await self.core.stop()
 
     # health and metadata ----------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
-        return JSONResponse({"live": True})
+        return JSONResponse({"live": self.core.live})
 
     async def ready(self, request: Request) -> Response:
-        ready = bool(self.pools) and self.repository.ready
+        ready = self.core.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
     async def metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "modelport", "version": __version__, "extensions": list(SERVER_EXTENSIONS)})
+        return JSONResponse(self.core.server_metadata())
 
     async def model_metadata(self, request: Request) -> Response:
-        model = self._model(request)
-        if not model.ready:
-            return _not_loaded(model)
-        versioned = "model_version" in request.path_params
-        versions = [model.version] if versioned else self.repository.versions(model.name)
-        runner = model.runner
-        return JSONResponse(
-            {
-                "name": model.name,
-                "versions": [str(v) for v in versions],
-                "platform": PLATFORM,
-                "inputs": [_tensor_metadata(spec) for spec in runner.inputs],
-                "outputs": [_tensor_metadata(spec) for spec in runner.outputs],
-            }
-        )
+        name, version = _model_params(request)
+        return JSONResponse(self.core.model_metadata(name, version))
 
     async def model_ready(self, request: Request) -> Response:
-        model = self._model(request)
-        ready = model.ready and (model.name, model.version) in self.pools
-        return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 400)
+        name, version = _model_params(request)
+        ready = self.core.model_ready(name, version)
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
 
     # inference --------------------------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
-        model = self._model(request)
-        pool = self.pools.get((model.name, model.version))
-        if pool is None or not model.ready:
-            return _not_loaded(model)
+        name, version = _model_params(request)
         encoding = request.headers.get("content-encoding", "identity")
         if encoding != "identity":
             raise ProtocolError(f"Content-Encoding {encoding!r} is not supported — send the request uncompressed")
-        body = await request.body()
+        body = await _read_body(request, self.core.options.max_request_bytes)
         header_length = request.headers.get(HEADER_LENGTH)
-        work = functools.partial(_infer, model, body, header_length)
-        return await asyncio.get_running_loop().run_in_executor(pool, work)
+        if header_length is None and len(body) > _INLINE_JSON_BYTES:
+            parsed = await asyncio.to_thread(parse_request, body, header_length)
+        else:
+            parsed = parse_request(body, header_length)
+        result = await _unless_disconnected(request, self.core.infer(name, version, parsed))
+        if _json_heavy(result):
+            return await asyncio.to_thread(_response, result)
+        return _response(result)
 
-    def _model(self, request: Request) -> ServedModel:
-        params = request.path_params
-        return self.repository.get(params["model_name"], params.get("model_version"))
+    async def statistics(self, request: Request) -> Response:
+        name = request.path_params.get("model_name")
+        version = request.path_params.get("model_version")
+        return JSONResponse(self.core.statistics(name, version))
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # repository -------------------------------------------------------------------------------
+    async def repository_index(self, request: Request) -> Response:
+        body = await request.body()
+        ready_only = False
+        if body.strip():
+            try:
+                doc = json.loads(body)
+            except json.JSONDecodeError as e:
+                raise ProtocolError(f"the repository index request is not valid JSON: {e}") from e
+            if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+                raise ProtocolError('the repository index request must be {"ready": true|false}')
+            ready_only = doc.get("ready", False)
+        index = self.core.repository_index()
+        if ready_only:
+            index = [entry for entry in index if entry["state"] == "READY"]
+        return JSONResponse(index)
+
+    async def load(self, request: Request) -> Response:
+        await self.core.load_model(request.path_params["model_name"])
+        return Response(status_code=200)
+
+    async def unload(self, request: Request) -> Response:
+        await self.core.unload_model(request.path_params["model_name"])
+        return Response(status_code=200)
 
 
-def _infer(model: ServedModel, body: bytes, header_length: str | None) -> Response:
-    """Parse, validate, run and encode one request (in the model's thread pool)."""
-    parsed = parse_request(body, header_length)
-    runner = model.runner
-    selected = parsed.select_outputs([s.name for s in runner.outputs], model_name=model.label)
-    check_feeds(runner.inputs, parsed.inputs, model_name=model.label)
-    model.check_batch(parsed.inputs)
-    results = runner.infer(parsed.inputs, check=False)
+def _model_params(request: Request) -> tuple[str, str | None]:
+    params = request.path_params
+    return params["model_name"], params.get("model_version")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with :class:`PayloadTooLargeError` as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(_too_large(int(declared), limit), limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(_too_large(size, limit, at_least=True), limit=limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
+    seen = f"{'more than ' if at_least else ''}{size} bytes"
+    return (
+        f"the request body is {seen}, over this server's limit of {limit} bytes — send fewer rows per request, "
+        "or start the server with a larger --max-request-bytes"
+    )
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (a queued request is dropped)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Return when the client goes away (the ASGI server sends ``http.disconnect``)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _json_heavy(result: InferenceResult) -> bool:
+    return any(name not in result.binary and a.size > _INLINE_JSON_ELEMENTS for name, a in result.outputs.items())
+
+
+def _response(result: InferenceResult) -> Response:
     encoded = encode_response(
-        {o.name: results[o.name] for o in selected},
-        model_name=model.name,
-        model_version=str(model.version),
-        request_id=parsed.id,
-        binary={o.name for o in selected if o.binary},
+        result.outputs,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        request_id=result.id,
+        binary=result.binary,
     )
     return Response(encoded.body, headers=encoded.headers)
-
-
-def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    # An unknown rank cannot be written as a list of dimensions; it is reported as one
-    # variable dimension.
-    dims = spec.shape if spec.shape is not None else (None,)
-    return {
-        "name": spec.name,
-        "datatype": datatype_of(spec.dtype),
-        "shape": [d if isinstance(d, int) else -1 for d in dims],
-    }
 
 
 # errors ---------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _not_loaded(model: ServedModel) -> Response:
-    return _error(503, f"{model.label} is not loaded — the server is starting or stopping")
+def _error_response(error: Exception, request: Request) -> Response:
+    """The protocol's answer to an error an endpoint raised."""
+    if isinstance(error, ModelNotFoundError):
+        return _error(404, str(error))
+    if isinstance(error, ModelNotReadyError):
+        return _error(503, str(error))
+    if isinstance(error, PayloadTooLargeError):
+        return _error(413, str(error))
+    if isinstance(error, ProtocolError | InputError | RepositoryError):
+        return _error(400, str(error))
+    if isinstance(error, ServerBusyError):
+        return _error(429, str(error), {"Retry-After": str(int(error.retry_after))})
+    if isinstance(error, RequestTimeoutError):
+        return _error(504, str(error))
+    logger.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    if isinstance(error, ModelportError):
+        return _error(500, str(error))
+    return _error(500, f"internal error: {type(error).__name__}: {error}")
 
 
-def _guard(endpoint: Endpoint) -> Endpoint:
-    """Turn the errors an endpoint raises into ``{"error": ...}`` responses."""
+def _guard(http: _Http, endpoint: Endpoint) -> Endpoint:
+    """Turn the errors an endpoint raises into ``{"error": ...}`` responses; log the request."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
+        start = time.perf_counter()
         try:
-            return await endpoint(request)
-        except ModelNotFoundError as e:
-            return _error(404, str(e))
-        except (ProtocolError, InputError) as e:
-            return _error(400, str(e))
-        except ModelportError as e:
-            logger.exception("%s %s failed", request.method, request.url.path)
-            return _error(500, str(e))
+            response = await endpoint(request)
+        except ClientDisconnect:
+            response = Response(status_code=499)  # nobody reads it; logged as nginx does
         except Exception as e:
-            logger.exception("%s %s failed", request.method, request.url.path)
-            return _error(500, f"internal error: {type(e).__name__}: {e}")
+            response = _error_response(e, request)
+        if http.core.draining:
+            response.headers["Connection"] = "close"
+        if access_log.isEnabledFor(logging.INFO):
+            _log_access(request, response, time.perf_counter() - start)
+        return response
 
     return guarded
+
+
+def _log_access(request: Request, response: Response, seconds: float) -> None:
+    client = request.client
+    record = {
+        "ts": round(time.time(), 6),
+        "client": f"{client.host}:{client.port}" if client else None,
+        "method": request.method,
+        "path": request.url.path,
+        "status": response.status_code,
+        "ms": round(seconds * 1000, 3),
+        "bytes_in": int(request.headers.get("content-length") or 0),
+        "bytes_out": len(response.body) if hasattr(response, "body") else None,
+        "model": request.path_params.get("model_name"),
+        "version": request.path_params.get("model_version"),
+    }
+    access_log.info("%s", json.dumps(record, separators=(",", ":")))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -36,12 +36,15 @@ from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
 
 __all__ = [
     "AllVersions",
+    "DynamicBatching",
     "LatestVersions",
     "ModelConfig",
     "ModelRepository",
+    "RepositoryChanges",
     "ServedModel",
     "SpecificVersions",
     "VersionPolicy",
+    "cpu_count",
     "read_config",
 ]
 
@@ -85,13 +88,29 @@ class SpecificVersions(_Strict):
 VersionPolicy = Annotated[LatestVersions | AllVersions | SpecificVersions, Field(discriminator="kind")]
 
 
+class DynamicBatching(_Strict):
+    """Server-side batching of concurrent requests (``dynamic_batching:`` in config.yaml).
+
+    A free instance takes the first waiting request, then collects more for at most
+    ``max_queue_delay_ms`` until the rows reach ``max_batch_size`` or one of
+    ``preferred_batch_sizes`` with nothing else waiting.
+    """
+
+    max_queue_delay_ms: Annotated[float, Field(ge=0, le=60_000)] = 1.0
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+
+
 class ModelConfig(_Strict):
     """The settings of one model, read from ``<name>/config.yaml``.
 
     ``version_policy`` is ``latest`` (or ``{kind: latest, num_versions: N}``), ``all``, or
     ``{kind: specific, versions: [1, 3]}``. ``max_batch_size`` > 0 declares axis 0 of every
-    input the batch axis and caps it; ``instance_count`` is how many requests for a model version
-    run at once.
+    input the batch axis and caps it; ``instance_count`` is how many ONNX Runtime sessions serve
+    the model, each running one batch at a time. Thread counts left unset are budgeted so that
+    instances × intra-op threads of all served models do not exceed the cores. ``max_queue_size``
+    bounds the requests waiting for an instance (a full queue answers 429), ``timeout_ms`` is the
+    default per-request timeout (504), ``dynamic_batching`` turns batching on (needs
+    ``max_batch_size`` > 1), ``pipeline`` chains pre- and post-processing stages.
     """
 
     name: str | None = None
@@ -101,7 +120,12 @@ class ModelConfig(_Strict):
     intra_op_threads: Annotated[int, Field(ge=1)] | None = None
     inter_op_threads: Annotated[int, Field(ge=1)] | None = None
     graph_optimization: GraphOptimization = "all"
+    allow_spinning: bool | None = None
     version_policy: VersionPolicy = Field(default_factory=LatestVersions)
+    dynamic_batching: DynamicBatching | None = None
+    max_queue_size: Annotated[int, Field(ge=1)] = 64
+    timeout_ms: Annotated[float, Field(gt=0)] | None = None
+    pipeline: dict[str, Any] | None = None  # TODO(lead): PipelineConfig once serve/pipeline.py lands
 
     @pydantic.field_validator("version_policy", mode="before")
     @classmethod
@@ -109,6 +133,18 @@ class ModelConfig(_Strict):
         if isinstance(value, str):
             return {"kind": value}
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _batching_needs_a_batch(self) -> ModelConfig:
+        if self.dynamic_batching is not None and self.max_batch_size < 2:
+            raise ValueError(
+                f"dynamic_batching needs max_batch_size of 2 or more (got {self.max_batch_size}) — "
+                "set max_batch_size, or drop dynamic_batching"
+            )
+        for size in self.dynamic_batching.preferred_batch_sizes if self.dynamic_batching else []:
+            if size > self.max_batch_size:
+                raise ValueError(f"preferred batch size {size} is larger than max_batch_size {self.max_batch_size}")
+        return self
 
 
 _POLICY_CLASSES: dict[str, type[BaseModel]] = {
@@ -120,22 +156,55 @@ _POLICY_CLASSES: dict[str, type[BaseModel]] = {
 
 @dataclass(eq=False)
 class ServedModel:
-    """One version of one model, with its configuration and its (lazily activated) runner."""
+    """One version of one model: its configuration and one runner per instance (activated on load)."""
 
     name: str
     version: int
     path: Path
     config: ModelConfig
-    runner: OrtRunner = field(repr=False)
+    runners: list[OrtRunner] = field(repr=False)
+    #: What identifies the files on disk (for hot reload): (path, size, mtime) of model and config.
+    stamp: tuple[Any, ...] = field(default=(), repr=False)
+
+    @property
+    def runner(self) -> OrtRunner:
+        """The first instance's runner (all instances run the same model)."""
+        return self.runners[0]
 
     @property
     def ready(self) -> bool:
-        return self.runner.is_active
+        return all(runner.is_active for runner in self.runners)
 
     @property
     def label(self) -> str:
         """``model 'name' version N``, for messages."""
         return f"model '{self.name}' version {self.version}"
+
+    def load(self, *, intra_op_threads: int | None = None) -> None:
+        """Activate every instance; unset intra-op thread counts take ``intra_op_threads``.
+
+        If one instance fails, those already activated are deactivated and the error is raised.
+        """
+        try:
+            for runner in self.runners:
+                if self.config.intra_op_threads is None:
+                    runner.intra_op_threads = intra_op_threads
+                runner.activate()
+            _check_batch_axis(self)
+        except BaseException:
+            self.unload()
+            raise
+        logger.info(
+            "loaded %s from %s (%d instance(s), %s intra-op thread(s) each)",
+            self.label,
+            self.path,
+            len(self.runners),
+            self.runner.intra_op_threads or "default",
+        )
+
+    def unload(self) -> None:
+        for runner in self.runners:
+            runner.deactivate()
 
     def check_batch(self, feeds: Feeds) -> None:
         """Raise :class:`InputShapeError` if a feed's batch axis exceeds ``max_batch_size``."""
@@ -151,8 +220,31 @@ class ServedModel:
                 )
 
 
+@dataclass(frozen=True)
+class RepositoryChanges:
+    """What a rescan found: the versions to serve now, and which of them are new or gone."""
+
+    models: dict[str, dict[int, ServedModel]]
+    added: list[ServedModel]
+    removed: list[ServedModel]
+    errors: dict[str, str]
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class ModelRepository:
-    """The models under a repository folder, or the one model in an ``.onnx`` file."""
+    """The models under a repository folder, or the one model in an ``.onnx`` file.
+
+    The constructor scans and fails at once on a malformed repository. :meth:`load` and
+    :meth:`unload` activate and free every served version; a server that loads models one by one
+    and reloads them while serving uses :meth:`rescan` and :meth:`apply` (see serve/core.py).
+    """
 
     def __init__(self, source: str | os.PathLike[str]) -> None:
         self.root = Path(source)
@@ -161,7 +253,7 @@ class ModelRepository:
         if self.root.is_file():
             self._add_file(self.root)
         elif self.root.is_dir():
-            self._scan(self.root)
+            self._models = self._scan(self.root, {})
         else:
             raise RepositoryError(
                 f"model repository '{self.root}' does not exist — pass a folder laid out as "
@@ -177,9 +269,9 @@ class ModelRepository:
             )
         config = ModelConfig()
         self._on_disk[path.stem] = [1]
-        self._models[path.stem] = {1: _served(path.stem, 1, path, config)}
+        self._models[path.stem] = {1: _served(path.stem, 1, path, config, _stamp(path))}
 
-    def _scan(self, root: Path) -> None:
+    def _scan(self, root: Path, known: dict[str, dict[int, ServedModel]]) -> dict[str, dict[int, ServedModel]]:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
             stray = sorted(p.name for p in root.glob("*.onnx"))
@@ -192,10 +284,10 @@ class ModelRepository:
             raise RepositoryError(
                 f"model repository '{root}' has no model folders — expected {root}/<name>/<version>/{MODEL_FILE}{hint}"
             )
-        for folder in folders:
-            self._add_model(folder)
+        return {folder.name: self._scan_model(folder, known.get(folder.name, {})) for folder in folders}
 
-    def _add_model(self, folder: Path) -> None:
+    def _scan_model(self, folder: Path, known: dict[int, ServedModel]) -> dict[int, ServedModel]:
+        """The versions of one model folder to serve; unchanged ones keep their ServedModel."""
         name = folder.name
         config = read_config(folder)
         if config.name is not None and config.name != name:
@@ -205,14 +297,63 @@ class ModelRepository:
             )
         versions = _version_folders(folder)
         self._on_disk[name] = sorted(versions)
-        served = _apply_policy(config, sorted(versions), folder)
-        self._models[name] = {v: _served(name, v, versions[v] / MODEL_FILE, config) for v in served}
+        served = {}
+        for version in _apply_policy(config, sorted(versions), folder):
+            path = versions[version] / MODEL_FILE
+            stamp = _stamp(path, folder / CONFIG_FILE)
+            old = known.get(version)
+            reuse = old is not None and old.stamp == stamp and old.config == config
+            served[version] = old if reuse and old is not None else _served(name, version, path, config, stamp)
+        return served
+
+    def rescan(self, only: str | None = None) -> RepositoryChanges:
+        """Read the folder again and say what changed (nothing is loaded or swapped here).
+
+        ``only`` rescans one model (others stay as they are). A model folder that became
+        malformed keeps its current versions and is reported in ``errors``.
+        """
+        if self.root.is_file():
+            return RepositoryChanges(models=dict(self._models), added=[], removed=[], errors={})
+        models = dict(self._models)
+        errors: dict[str, str] = {}
+        names = [only] if only is not None else sorted(
+            {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} | set(models)
+        )
+        for name in names:
+            folder = self.root / name
+            if not folder.is_dir():
+                if only is not None:
+                    raise ModelNotFoundError(f"model '{name}' has no folder in repository '{self.root}'")
+                models.pop(name, None)
+                continue
+            try:
+                models[name] = self._scan_model(folder, self._models.get(name, {}))
+            except RepositoryError as e:
+                errors[name] = str(e)
+        old = {id(m): m for versions in self._models.values() for m in versions.values()}
+        new = {id(m): m for versions in models.values() for m in versions.values()}
+        added = [m for key, m in new.items() if key not in old]
+        removed = [m for key, m in old.items() if key not in new]
+        return RepositoryChanges(models=models, added=added, removed=removed, errors=errors)
+
+    def apply(self, models: dict[str, dict[int, ServedModel]]) -> None:
+        """Serve ``models`` from now on (lookups see them at once)."""
+        self._models = {name: dict(versions) for name, versions in models.items() if versions}
+
+    def remove(self, name: str) -> list[ServedModel]:
+        """Stop serving model ``name`` (its folder stays); returns its versions, still loaded."""
+        return list(self._models.pop(name, {}).values())
 
     # lookup -----------------------------------------------------------------------------------
     @property
     def models(self) -> list[str]:
         """Names of the models served, sorted."""
         return sorted(self._models)
+
+    @property
+    def on_disk(self) -> dict[str, list[int]]:
+        """Every model and version found on disk at the last scan, served or not."""
+        return {name: list(versions) for name, versions in sorted(self._on_disk.items())}
 
     def versions(self, name: str) -> list[int]:
         """The versions of model ``name`` that are served (ascending)."""
@@ -230,7 +371,7 @@ class ModelRepository:
         number = _version_number(version)
         if number is None or number not in versions:
             served = ", ".join(str(v) for v in sorted(versions))
-            skipped = [v for v in self._on_disk[name] if v not in versions]
+            skipped = [v for v in self._on_disk.get(name, []) if v not in versions]
             note = f" ({', '.join(str(v) for v in skipped)} on disk but excluded by version_policy)" if skipped else ""
             raise ModelNotFoundError(
                 f"model '{name}' has no version {str(version)!r} being served — served versions: {served}{note}"
@@ -240,9 +381,14 @@ class ModelRepository:
     def _versions_of(self, name: str) -> dict[int, ServedModel]:
         versions = self._models.get(name)
         if versions is None:
-            known = ", ".join(repr(n) for n in self.models)
+            known = ", ".join(repr(n) for n in self.models) or "no models"
             close = difflib.get_close_matches(name, self.models, n=1)
             hint = f" — did you mean '{close[0]}'?" if close else ""
+            if name in self._on_disk:
+                raise ModelNotFoundError(
+                    f"model '{name}' is in repository '{self.root}' but not loaded — load it with "
+                    f"POST /v2/repository/models/{name}/load; the server serves {known}"
+                )
             raise ModelNotFoundError(f"model '{name}' is not in repository '{self.root}'; it serves {known}{hint}")
         return versions
 
@@ -258,16 +404,20 @@ class ModelRepository:
         """True when every served model version is loaded."""
         return all(model.ready for model in self)
 
-    def load(self) -> None:
-        """Create the ONNX Runtime session of every served model version.
+    def thread_budget(self, extra_instances: int = 0) -> int:
+        """Intra-op threads per instance so that all instances together use the cores once."""
+        instances = sum(len(model.runners) for model in self) + extra_instances
+        return max(1, cpu_count() // max(1, instances))
 
-        If one fails, those already created are freed and the error is raised.
+    def load(self) -> None:
+        """Activate every served model version (all instances).
+
+        If one fails, those already activated are freed and the error is raised.
         """
+        threads = self.thread_budget()
         try:
             for model in self:
-                model.runner.activate()
-                _check_batch_axis(model)
-                logger.info("loaded %s from %s", model.label, model.path)
+                model.load(intra_op_threads=threads)
         except BaseException:
             self.unload()
             raise
@@ -275,7 +425,7 @@ class ModelRepository:
     def unload(self) -> None:
         """Free every session (a later :meth:`load` creates them again)."""
         for model in self:
-            model.runner.deactivate()
+            model.unload()
 
     def __enter__(self) -> ModelRepository:
         self.load()
@@ -396,12 +546,32 @@ def _check_batch_axis(model: ServedModel) -> None:
             )
 
 
-def _served(name: str, version: int, path: Path, config: ModelConfig) -> ServedModel:
-    runner = OrtRunner(
-        path,
-        intra_op_threads=config.intra_op_threads,
-        inter_op_threads=config.inter_op_threads,
-        graph_optimization=config.graph_optimization,
-        name=name,
-    )
-    return ServedModel(name=name, version=version, path=path, config=config, runner=runner)
+def _served(name: str, version: int, path: Path, config: ModelConfig, stamp: tuple[Any, ...]) -> ServedModel:
+    session_config = {}
+    if config.allow_spinning is not None:
+        session_config["session.intra_op.allow_spinning"] = "1" if config.allow_spinning else "0"
+    runners = [
+        OrtRunner(
+            path,
+            intra_op_threads=config.intra_op_threads,
+            inter_op_threads=config.inter_op_threads,
+            graph_optimization=config.graph_optimization,
+            session_config=session_config,
+            name=name,
+        )
+        for _ in range(config.instance_count)
+    ]
+    return ServedModel(name=name, version=version, path=path, config=config, runners=runners, stamp=stamp)
+
+
+def _stamp(*paths: Path) -> tuple[Any, ...]:
+    """Size and modification time of each path (None when absent): what hot reload compares."""
+    stamp: list[Any] = []
+    for path in paths:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            stamp.append((str(path), None))
+        else:
+            stamp.append((str(path), info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
