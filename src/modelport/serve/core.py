@@ -115,6 +115,8 @@ class InferenceCore:
         self.metrics = Metrics()
         self._loaded: dict[ServedModel, _Loaded] = {}
         self._states: dict[tuple[str, int], tuple[str, str]] = {}
+        # Versions that failed to load, by the files they had: not retried until the files change.
+        self._failed: dict[tuple[str, int], tuple[tuple[Any, ...], Exception]] = {}
         self._started = False
         self._draining = False
         self._poller: asyncio.Task[None] | None = None
@@ -301,6 +303,8 @@ class InferenceCore:
             changes = await asyncio.to_thread(self.repository.rescan, name)
             if name in changes.errors:
                 raise RepositoryError(changes.errors[name])
+            # Asked explicitly: try again even a version that failed with the same files.
+            self._failed = {key: value for key, value in self._failed.items() if key[0] != name}
             failed = await self._switch(changes)
             if failed:
                 raise failed[0]
@@ -331,10 +335,16 @@ class InferenceCore:
         threads = max(1, cpu_count() // max(1, sum(len(m.runners) for v in models.values() for m in v.values())))
         failed: list[Exception] = []
         for model in changes.added:
+            key = (model.name, model.version)
             try:
+                known = self._failed.get(key)
+                if known is not None and known[0] == model.stamp:
+                    raise known[1]
                 await self._bring_up(model, threads)
             except Exception as e:  # keep serving the old version, report the new one
-                logger.error("could not load %s, keeping the versions that serve: %s", model.label, e)
+                if self._failed.get(key, ((), None))[1] is not e:
+                    logger.error("could not load %s, keeping the versions that serve: %s", model.label, e)
+                self._failed[key] = (model.stamp, e)
                 failed.append(e)
                 models.pop(model.name, None)
                 keep = {m.version: m for m in self.repository if m.name == model.name}
