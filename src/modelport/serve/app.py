@@ -230,7 +230,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
-    seen = f"{'more than ' if at_least else ''}{size} bytes"
+    seen = f"{'at least ' if at_least else ''}{size} bytes"
     return (
         f"the request body is {seen}, over this server's limit of {limit} bytes — send fewer rows per request, "
         "or start the server with a larger --max-request-bytes"

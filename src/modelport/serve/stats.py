@@ -123,6 +123,7 @@ class ModelStats:
         self.rejected = 0
         self.timeouts = 0
         self.cancelled = 0
+        self.pending = 0
         self.batches: dict[int, _BatchStat] = {}
         self.stages: dict[str, Duration] = {}
         self._metrics = metrics
@@ -208,12 +209,13 @@ class ModelStats:
             self._metrics.in_flight.labels(*self._labels).inc(delta)
 
     def queue_size(self, size: int) -> None:
+        self.pending = size
         if self._metrics is not None:
             self._metrics.queued.labels(*self._labels).set(size)
 
     # reporting --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
-        """Triton's ``model_stats`` entry, plus ``stage_stats`` and ``rejected``/``timeout``/``cancelled`` counts."""
+        """Triton's ``model_stats`` entry, plus ``stage_stats``, ``rejected``/``timeouts``/``cancelled`` counts and ``pending`` (queued now)."""
         zero = Duration().as_dict()
         return {
             "name": self.name,
@@ -245,4 +247,5 @@ class ModelStats:
             "rejected": self.rejected,
             "timeouts": self.timeouts,
             "cancelled": self.cancelled,
+            "pending": self.pending,
         }
