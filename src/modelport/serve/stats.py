@@ -215,7 +215,11 @@ class ModelStats:
 
     # reporting --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
-        """Triton's ``model_stats`` entry, plus ``stage_stats``, ``rejected``/``timeouts``/``cancelled`` counts and ``pending`` (queued now)."""
+        """Triton's ``model_stats`` entry.
+
+        Extensions: ``stage_stats`` per pipeline stage, the ``rejected``, ``timeouts`` and
+        ``cancelled`` counts, and ``pending`` (requests queued now).
+        """
         zero = Duration().as_dict()
         return {
             "name": self.name,
