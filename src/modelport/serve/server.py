@@ -51,6 +51,7 @@ def run_server(
         if number is not None and not 0 <= number <= 65535:
             raise ConfigError(f"{what} {number} is outside 0..65535 — pick a free TCP port")
     options = options or ServerOptions()
+    _configure_logging(log_level)
     core = InferenceCore(ModelRepository(source), options)
     grpc_server: list[object] = []
 
@@ -77,6 +78,27 @@ def run_server(
         timeout_graceful_shutdown=60,
     )
     _DrainingServer(config, core, options.drain_delay).run()
+
+
+def _configure_logging(level: str) -> None:
+    """Print modelport's log (and its JSON access lines) next to uvicorn's, at the same level.
+
+    The library never configures handlers; the server process is an application, as uvicorn is.
+    """
+    number = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
+    root = logging.getLogger("modelport")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(number)
+    access = logging.getLogger("modelport.access")
+    if not access.handlers:
+        plain = logging.StreamHandler()
+        plain.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(plain)
+        access.propagate = False
+    access.setLevel(number)
 
 
 class _DrainingServer(uvicorn.Server):
