@@ -226,6 +226,9 @@ class InferenceCore:
         }
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether a model version can serve now; a model on disk but unloaded is not ready (as Triton)."""
+        if name not in self.repository.models and name in self.repository.on_disk:
+            return False
         return self._ready(self.repository.get(name, version))
 
     def _require(self, name: str, version: str | None) -> _Loaded:

@@ -33,12 +33,18 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "RequestedOutput",
+    "check_json_values",
     "datatype_of",
     "decode_response",
     "encode_request",
     "encode_response",
     "numpy_dtype_of",
+    "object_array",
     "parse_request",
+    "parse_shape",
+    "reject_unsupported_parameters",
+    "tensor_from_binary",
+    "tensor_to_binary",
 ]
 
 #: The HTTP header that gives the length of the JSON part of a body with binary tensors.
@@ -245,7 +251,7 @@ def _requested_outputs(value: Any, *, default_binary: bool) -> tuple[RequestedOu
         if any(r.name == name for r in requested):
             raise ProtocolError(f"{where} is listed twice in 'outputs' — list each output once")
         parameters = _parameters(entry, where)
-        _reject_unsupported(parameters, where)
+        reject_unsupported_parameters(parameters, where)
         flag = parameters.get("binary_data", default_binary)
         if not isinstance(flag, bool):
             raise ProtocolError(f"{where} has parameter binary_data {flag!r}; it must be true or false")
@@ -370,7 +376,7 @@ def _decode_tensors(entries: list[Any], binary: memoryview | None, *, kind: str)
             raise ProtocolError(f"{where} appears twice — send each {kind} once")
         datatype = _required(entry, "datatype", str, where)
         dtype = numpy_dtype_of(datatype)
-        shape = _shape(_required(entry, "shape", list, where), where)
+        shape = parse_shape(_required(entry, "shape", list, where), where)
         size = _binary_size(entry, where)
         if size is None:
             if "data" not in entry:
@@ -381,7 +387,7 @@ def _decode_tensors(entries: list[Any], binary: memoryview | None, *, kind: str)
             tensors[name] = _from_json(entry["data"], datatype, dtype, shape, where)
             continue
         chunk = _binary_chunk(binary, offset, size, where, entry)
-        tensors[name] = _from_binary(chunk, datatype, dtype, shape, where)
+        tensors[name] = tensor_from_binary(chunk, datatype, dtype, shape, where)
         offset += size
     if binary is not None and offset != len(binary):
         raise ProtocolError(
@@ -394,7 +400,7 @@ def _decode_tensors(entries: list[Any], binary: memoryview | None, *, kind: str)
 
 def _binary_size(entry: dict[str, Any], where: str) -> int | None:
     parameters = _parameters(entry, where)
-    _reject_unsupported(parameters, where)
+    reject_unsupported_parameters(parameters, where)
     size = parameters.get("binary_data_size")
     if size is None:
         return None
@@ -420,14 +426,14 @@ def _binary_chunk(binary: memoryview | None, offset: int, size: int, where: str,
     return binary[offset : offset + size]
 
 
-def _shape(value: list[Any], where: str) -> tuple[int, ...]:
+def parse_shape(value: list[Any], where: str) -> tuple[int, ...]:
     for dim in value:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise ProtocolError(f"{where} has shape {value}; every dimension must be a non-negative integer")
     return tuple(value)
 
 
-def _from_binary(
+def tensor_from_binary(
     chunk: memoryview, datatype: str, dtype: np.dtype[Any], shape: tuple[int, ...], where: str
 ) -> np.ndarray[Any, Any]:
     count = math.prod(shape)
@@ -472,7 +478,7 @@ def _bytes_from_binary(chunk: memoryview, count: int, where: str) -> np.ndarray[
         raise ProtocolError(
             f"{where} has {count} elements by its shape, but its binary data holds {len(elements)} BYTES elements"
         )
-    return _object_array(elements)
+    return object_array(elements)
 
 
 def _from_json(
@@ -485,7 +491,7 @@ def _from_json(
             raise ProtocolError(
                 f"{where} has shape {list(shape)} ({count} elements), but its data holds {len(elements)}"
             )
-        return _object_array(elements).reshape(shape)
+        return object_array(elements).reshape(shape)
     try:
         array = np.asarray(data)
     except ValueError as e:
@@ -502,7 +508,7 @@ def _from_json(
     if count and dtype.kind in "iu" and array.dtype.kind == "f":
         return _json_integers(data, array, datatype, dtype, where).reshape(shape)
     if count:
-        _check_json_values(array, datatype, dtype, where)
+        check_json_values(array, datatype, dtype, where)
     return array.astype(dtype, copy=False).reshape(shape)
 
 
@@ -522,7 +528,7 @@ def _json_integers(
     return exact
 
 
-def _check_json_values(array: np.ndarray[Any, Any], datatype: str, dtype: np.dtype[Any], where: str) -> None:
+def check_json_values(array: np.ndarray[Any, Any], datatype: str, dtype: np.dtype[Any], where: str) -> None:
     if array.dtype.kind not in _JSON_KINDS[dtype.kind]:
         seen = _KIND_NAMES.get(array.dtype.kind, f"values of type {array.dtype}")
         wanted = _KIND_NAMES[dtype.kind]
@@ -549,7 +555,7 @@ def _json_strings(data: Any, where: str) -> list[bytes]:
     return elements
 
 
-def _object_array(elements: Sequence[object]) -> np.ndarray[Any, Any]:
+def object_array(elements: Sequence[object]) -> np.ndarray[Any, Any]:
     array = np.empty(len(elements), dtype=object)
     array[:] = elements
     return array
@@ -565,7 +571,7 @@ def _encode_tensors(
         datatype = datatype_of(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if name in binary:
-            chunk = _to_binary(array, datatype)
+            chunk = tensor_to_binary(array, datatype)
             entry["parameters"] = {"binary_data_size": chunk.nbytes}
             chunks.append(chunk)
         else:
@@ -574,7 +580,7 @@ def _encode_tensors(
     return entries, chunks
 
 
-def _to_binary(array: np.ndarray[Any, Any], datatype: str) -> memoryview:
+def tensor_to_binary(array: np.ndarray[Any, Any], datatype: str) -> memoryview:
     if datatype == "BYTES":
         parts: list[bytes] = []
         for element in array.reshape(-1):
@@ -641,7 +647,7 @@ def _bool_parameter(parameters: dict[str, Any], key: str, where: str) -> bool:
 _TYPE_NAMES: Final[dict[type, str]] = {str: "a string", list: "a list", dict: "an object"}
 
 
-def _reject_unsupported(parameters: dict[str, Any], where: str) -> None:
+def reject_unsupported_parameters(parameters: dict[str, Any], where: str) -> None:
     """Fail on parameters of protocol extensions this module does not implement, rather than
     answer as if they had not been asked for."""
     for key, (extension, fix) in _UNSUPPORTED_PARAMETERS.items():

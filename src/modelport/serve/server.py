@@ -20,6 +20,7 @@ import uvicorn
 from modelport.errors import ConfigError
 from modelport.serve.app import create_app
 from modelport.serve.core import InferenceCore, ServerOptions
+from modelport.serve.grpc_service import GrpcServer, start_grpc_server
 from modelport.serve.repository import ModelRepository
 
 __all__ = ["LOG_LEVELS", "run_server"]
@@ -53,18 +54,16 @@ def run_server(
     options = options or ServerOptions()
     _configure_logging(log_level)
     core = InferenceCore(ModelRepository(source), options)
-    grpc_server: list[object] = []
+    grpc_server: list[GrpcServer] = []
 
     async def start_grpc(core: InferenceCore) -> None:
         if grpc_port is None:
             return
-        from modelport.serve.grpc_service import start_grpc_server
-
         grpc_server.append(await start_grpc_server(core, host, grpc_port, max_message_bytes=options.max_request_bytes))
 
     async def stop_grpc(core: InferenceCore) -> None:
         for server in grpc_server:
-            await server.stop(options.drain_delay + 30)  # type: ignore[attr-defined]
+            await server.stop(30)  # running calls finish first
 
     app = create_app(core, on_startup=start_grpc, on_shutdown=stop_grpc)
     # lifespan="on": a model that fails to load stops the server instead of being skipped.
