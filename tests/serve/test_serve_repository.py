@@ -248,10 +248,39 @@ def test_config_naming_another_model(tmp_path: Path) -> None:
         ModelRepository(tmp_path)
 
 
-def test_triton_config_is_not_silently_ignored(tmp_path: Path) -> None:
-    make_repo(tmp_path, {"m": [1]})
+def test_triton_config_pbtxt_is_read(tmp_path: Path) -> None:
+    write_version(tmp_path, "m", 1, mixed_model())
+    (tmp_path / "m" / "config.pbtxt").write_text(
+        'name: "m"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        "instance_group [{ count: 2, kind: KIND_CPU }]\n"
+        "dynamic_batching { max_queue_delay_microseconds: 500 preferred_batch_size: [4] }\n",
+        encoding="utf-8",
+    )
+    repo = ModelRepository(tmp_path)
+    model = repo.get("m")
+    assert (model.config.max_batch_size, model.config.instance_count) == (8, 2)
+    assert model.config.dynamic_batching is not None
+    assert model.config.dynamic_batching.max_queue_delay_ms == 0.5
+    assert model.config.dynamic_batching.preferred_batch_sizes == [4]
+    with repo:
+        assert repo.ready
+
+
+def test_triton_config_declaring_the_wrong_dtype_fails_on_load(tmp_path: Path) -> None:
+    write_version(tmp_path, "m", 1, fixed_model())
+    (tmp_path / "m" / "config.pbtxt").write_text(
+        'input [{ name: "x", data_type: TYPE_FP16, dims: [1, 4] }]\n', encoding="utf-8"
+    )
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(RepositoryError, match=r"'x'.*FP16.*FP32|'x'.*FP32.*FP16"):
+        repo.load()
+    assert not repo.get("m").ready
+
+
+def test_yaml_and_pbtxt_together_is_an_error(tmp_path: Path) -> None:
+    make_repo(tmp_path, {"m": [1]}, "instance_count: 1\n")
     (tmp_path / "m" / "config.pbtxt").write_text('name: "m"\n', encoding="utf-8")
-    with pytest.raises(RepositoryError, match=r"config.pbtxt' is not read by modelport — that is Triton's format"):
+    with pytest.raises(RepositoryError, match=r"has both config.yaml and config.pbtxt — keep one of them"):
         ModelRepository(tmp_path)
 
 

@@ -177,9 +177,8 @@ class InferenceCore:
             stats=stats,
         )
         batcher.start()
-        runner = model.runner
         self._loaded[model] = _Loaded(
-            model, batcher, stats, runner.inputs, runner.outputs, [s.name for s in runner.outputs]
+            model, batcher, stats, model.inputs, model.outputs, [s.name for s in model.outputs]
         )
         self._states[model.name, model.version] = ("READY", "")
 
@@ -245,7 +244,8 @@ class InferenceCore:
         """Validate, queue and run one request; raise a ModelportError subclass on failure."""
         loaded = self._require(name, version)
         model = loaded.model
-        check_feeds(loaded.inputs, request.inputs, model_name=model.label)
+        if model.pipeline is None:  # a pipeline checks its own inputs (an image may come as bytes or pixels)
+            check_feeds(loaded.inputs, request.inputs, model_name=model.label)
         model.check_batch(request.inputs)
         selected = tuple(request.select_outputs(loaded.output_names, model_name=model.label))
         rows = _rows(request.inputs, model) if model.config.max_batch_size > 0 else 1
@@ -378,25 +378,57 @@ def _batch_function(model: ServedModel, runner: OrtRunner) -> Any:
 def _execute(model: ServedModel, runner: OrtRunner, items: list[_Work]) -> Executed[InferenceResult]:
     results: list[InferenceResult | BaseException] = [ModelportError("not run")] * len(items)
     executed: Executed[InferenceResult] = Executed(results=results)
-    # Requests whose inputs agree beyond axis 0 run as one batch; others as separate batches.
+    start = time.perf_counter_ns()
+    prepared = [_prepare(model, runner, item, executed) for item in items]
+    executed.input_ns += time.perf_counter_ns() - start
+    # Requests whose model inputs agree beyond axis 0 run as one batch; others as separate batches.
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, item in enumerate(items):
-        key = tuple((name, a.shape[1:] if len(items) > 1 else ()) for name, a in item.request.inputs.items())
+    for index, ready in enumerate(prepared):
+        if isinstance(ready, BaseException):
+            results[index] = ready
+            continue
+        key = tuple((name, a.shape[1:] if len(items) > 1 else ()) for name, a in ready[0].items())
         groups.setdefault(key, []).append(index)
     for indices in groups.values():
-        _run_group(model, runner, items, indices, executed)
+        _run_group(model, runner, items, prepared, indices, executed)
     return executed
 
 
+_Prepared = tuple[Feeds, Any] | BaseException
+
+
+def _prepare(model: ServedModel, runner: OrtRunner, item: _Work, executed: Executed[Any]) -> _Prepared:
+    """One request's model feeds (after its pre-processing stages) and its pipeline context."""
+    if model.pipeline is None:
+        return item.request.inputs, None
+    try:
+        staged = model.pipeline.preprocess(item.request.inputs)
+        check_feeds(runner.inputs, staged.feeds, model_name=model.label)
+    except Exception as e:
+        return e
+    _add_seconds(executed, staged.seconds)
+    return staged.feeds, staged.context
+
+
+def _add_seconds(executed: Executed[Any], seconds: dict[str, float]) -> None:
+    for stage, value in seconds.items():
+        executed.stage_seconds[stage] = executed.stage_seconds.get(stage, 0.0) + value
+
+
 def _run_group(
-    model: ServedModel, runner: OrtRunner, items: list[_Work], indices: list[int], executed: Executed[InferenceResult]
+    model: ServedModel,
+    runner: OrtRunner,
+    items: list[_Work],
+    prepared: list[_Prepared],
+    indices: list[int],
+    executed: Executed[InferenceResult],
 ) -> None:
     start = time.perf_counter_ns()
+    feeds_of = [prepared[i][0] for i in indices]  # type: ignore[index]
     if len(indices) == 1:
-        feeds = items[indices[0]].request.inputs
+        feeds = feeds_of[0]
     else:
-        names = list(items[indices[0]].request.inputs)
-        feeds = {n: np.concatenate([items[i].request.inputs[n] for i in indices], axis=0) for n in names}
+        feeds = {n: np.concatenate([f[n] for f in feeds_of], axis=0) for n in feeds_of[0]}
     stacked = time.perf_counter_ns()
     try:
         outputs = runner.infer(feeds, check=False)
@@ -406,28 +438,42 @@ def _run_group(
             return
         # One request may be what breaks the batch: run each alone, so only it fails.
         for index in indices:
-            _run_group(model, runner, items, [index], executed)
+            _run_group(model, runner, items, prepared, [index], executed)
         return
     inferred = time.perf_counter_ns()
     offset = 0
-    for index in indices:
-        work = items[index]
-        rows = work.rows if len(indices) > 1 else None
-        chosen = {
-            o.name: outputs[o.name] if rows is None else outputs[o.name][offset : offset + rows] for o in work.selected
-        }
-        offset += work.rows
-        executed.results[index] = InferenceResult(
-            model_name=model.name,
-            model_version=str(model.version),
-            id=work.request.id,
-            outputs=chosen,
-            binary=frozenset(o.name for o in work.selected if o.binary),
-        )
-    done = time.perf_counter_ns()
+    for index, own in zip(indices, feeds_of, strict=True):
+        rows = _rows_of(own) if len(indices) > 1 else None
+        mine = outputs if rows is None else {n: v[offset : offset + rows] for n, v in outputs.items()}
+        offset += rows or 0
+        executed.results[index] = _finish(model, items[index], mine, prepared[index], executed)
     executed.input_ns += stacked - start
     executed.infer_ns += inferred - stacked
-    executed.output_ns += done - inferred
+    executed.output_ns += time.perf_counter_ns() - inferred
+
+
+def _finish(
+    model: ServedModel, work: _Work, outputs: Feeds, prepared: _Prepared, executed: Executed[Any]
+) -> InferenceResult | BaseException:
+    """Post-process one request's outputs and keep the ones it asked for."""
+    if model.pipeline is not None:
+        try:
+            staged = model.pipeline.postprocess(outputs, prepared[1])  # type: ignore[index]
+        except Exception as e:
+            return e
+        _add_seconds(executed, staged.seconds)
+        outputs = staged.feeds
+    return InferenceResult(
+        model_name=model.name,
+        model_version=str(model.version),
+        id=work.request.id,
+        outputs={o.name: outputs[o.name] for o in work.selected},
+        binary=frozenset(o.name for o in work.selected if o.binary),
+    )
+
+
+def _rows_of(feeds: Feeds) -> int:
+    return int(next(a.shape[0] for a in feeds.values() if a.ndim > 0))
 
 
 # helpers --------------------------------------------------------------------------------------

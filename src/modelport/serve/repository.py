@@ -31,8 +31,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.errors import InputShapeError, ModelNotFoundError, RepositoryError
+from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds
 from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
+from modelport.serve.pbtxt import TritonConfig, check_declared, read_triton_config
+from modelport.serve.pipeline import Pipeline, PipelineConfig, allowed_keys
 
 __all__ = [
     "AllVersions",
@@ -51,11 +54,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+TRITON_CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 # Config files modelport does not read; finding one means the user expects it to take effect.
 _FOREIGN_CONFIGS = {
     "config.yml": f"rename it to {CONFIG_FILE}",
-    "config.pbtxt": f"that is Triton's format; write the settings as {CONFIG_FILE}",
     "config.json": f"write the settings as {CONFIG_FILE}",
 }
 _VERSION_DIR = re.compile(r"[0-9]+")
@@ -125,7 +128,7 @@ class ModelConfig(_Strict):
     dynamic_batching: DynamicBatching | None = None
     max_queue_size: Annotated[int, Field(ge=1)] = 64
     timeout_ms: Annotated[float, Field(gt=0)] | None = None
-    pipeline: dict[str, Any] | None = None  # TODO(lead): PipelineConfig once serve/pipeline.py lands
+    pipeline: PipelineConfig | None = None
 
     @pydantic.field_validator("version_policy", mode="before")
     @classmethod
@@ -165,6 +168,10 @@ class ServedModel:
     runners: list[OrtRunner] = field(repr=False)
     #: What identifies the files on disk (for hot reload): (path, size, mtime) of model and config.
     stamp: tuple[Any, ...] = field(default=(), repr=False)
+    #: The inputs and outputs a Triton config.pbtxt declares (checked against the model on load).
+    declared: TritonConfig | None = field(default=None, repr=False)
+    #: The pre- and post-processing stages, built on load when the config has a ``pipeline``.
+    pipeline: Pipeline | None = field(default=None, repr=False)
 
     @property
     def runner(self) -> OrtRunner:
@@ -191,6 +198,16 @@ class ServedModel:
                     runner.intra_op_threads = intra_op_threads
                 runner.activate()
             _check_batch_axis(self)
+            self._check_declared()
+            if self.config.pipeline is not None:
+                runner = self.runner
+                self.pipeline = Pipeline.build(
+                    self.config.pipeline,
+                    runner.inputs,
+                    runner.outputs,
+                    base_dir=self.path.parent.parent,
+                    label=self.label,
+                )
         except BaseException:
             self.unload()
             raise
@@ -205,6 +222,26 @@ class ServedModel:
     def unload(self) -> None:
         for runner in self.runners:
             runner.deactivate()
+        self.pipeline = None
+
+    def _check_declared(self) -> None:
+        if self.declared is None:
+            return
+        limit = self.config.max_batch_size
+        check_declared(self.declared.inputs, self.runner.inputs, kind="input", max_batch_size=limit, label=self.label)
+        check_declared(
+            self.declared.outputs, self.runner.outputs, kind="output", max_batch_size=limit, label=self.label
+        )
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """What clients send: the pipeline's inputs, or the model's (once loaded)."""
+        return self.pipeline.inputs if self.pipeline is not None else self.runner.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """What clients get back: the pipeline's outputs, or the model's (once loaded)."""
+        return self.pipeline.outputs if self.pipeline is not None else self.runner.outputs
 
     def check_batch(self, feeds: Feeds) -> None:
         """Raise :class:`InputShapeError` if a feed's batch axis exceeds ``max_batch_size``."""
@@ -289,10 +326,11 @@ class ModelRepository:
     def _scan_model(self, folder: Path, known: dict[int, ServedModel]) -> dict[int, ServedModel]:
         """The versions of one model folder to serve; unchanged ones keep their ServedModel."""
         name = folder.name
-        config = read_config(folder)
+        config, triton = _read_settings(folder)
         if config.name is not None and config.name != name:
+            source = TRITON_CONFIG_FILE if triton is not None else CONFIG_FILE
             raise RepositoryError(
-                f"{folder / CONFIG_FILE} names the model '{config.name}', but its folder is "
+                f"{folder / source} names the model '{config.name}', but its folder is "
                 f"'{name}' — make them agree or drop 'name'"
             )
         versions = _version_folders(folder)
@@ -300,10 +338,14 @@ class ModelRepository:
         served = {}
         for version in _apply_policy(config, sorted(versions), folder):
             path = versions[version] / MODEL_FILE
-            stamp = _stamp(path, folder / CONFIG_FILE)
+            stamp = _stamp(path, folder / CONFIG_FILE, folder / TRITON_CONFIG_FILE)
             old = known.get(version)
             reuse = old is not None and old.stamp == stamp and old.config == config
-            served[version] = old if reuse and old is not None else _served(name, version, path, config, stamp)
+            if reuse and old is not None:
+                served[version] = old
+            else:
+                served[version] = _served(name, version, path, config, stamp)
+                served[version].declared = triton
         return served
 
     def rescan(self, only: str | None = None) -> RepositoryChanges:
@@ -444,21 +486,40 @@ class ModelRepository:
 
 
 def read_config(folder: Path) -> ModelConfig:
-    """Parse ``folder/config.yaml`` (defaults when it is absent); raise :class:`RepositoryError`."""
+    """Parse ``folder/config.yaml`` or Triton's ``folder/config.pbtxt`` (defaults when neither is there).
+
+    Raises :class:`RepositoryError` for a malformed file, unknown or unsupported settings, or both
+    files at once.
+    """
+    return _read_settings(folder)[0]
+
+
+def _read_settings(folder: Path) -> tuple[ModelConfig, TritonConfig | None]:
     for foreign, fix in _FOREIGN_CONFIGS.items():
         if (folder / foreign).exists():
             raise RepositoryError(f"'{folder / foreign}' is not read by modelport — {fix}")
-    path = folder / CONFIG_FILE
+    path, triton_path = folder / CONFIG_FILE, folder / TRITON_CONFIG_FILE
+    if triton_path.exists():
+        if path.exists():
+            raise RepositoryError(
+                f"model folder '{folder}' has both {CONFIG_FILE} and {TRITON_CONFIG_FILE} — keep one of them"
+            )
+        triton = read_triton_config(triton_path)
+        return _validated(triton.settings, triton_path), triton
     if not path.exists():
-        return ModelConfig()
+        return ModelConfig(), None
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RepositoryError(f"'{path}' is not valid YAML: {e}") from e
     if raw is None:
-        return ModelConfig()
+        return ModelConfig(), None
     if not isinstance(raw, dict):
         raise RepositoryError(f"'{path}' must be a mapping of settings (key: value), got {type(raw).__name__}")
+    return _validated(raw, path), None
+
+
+def _validated(raw: dict[str, Any], path: Path) -> ModelConfig:
     try:
         return ModelConfig.model_validate(raw)
     except pydantic.ValidationError as e:
@@ -478,6 +539,8 @@ def _describe(error: Any) -> str:
 
 
 def _fields_at(parents: list[str]) -> list[str]:
+    if parents and parents[0] == "pipeline":
+        return allowed_keys(parents[1:])
     model: type[BaseModel] = ModelConfig
     if parents and parents[0] == "version_policy":
         # pydantic puts the discriminator value after the field: version_policy.<kind>.<key>

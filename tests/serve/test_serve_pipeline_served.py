@@ -1,0 +1,126 @@
+"""A served pipeline end to end: PNG bytes in, decoded and resized by the server, the model run,
+softmax/top-k with labels out; per-stage statistics; a bad image fails only its own request."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx_ir as ir
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+
+from modelport.ir.serde import save
+from modelport.serve import HEADER_LENGTH, ModelRepository, create_app, decode_response, encode_request
+
+pytestmark = pytest.mark.anyio
+
+WEIGHTS = np.array([[1.0, -1.0, 0.5, 0.0], [0.0, 2.0, -0.5, 1.0], [-1.0, 0.0, 1.0, 0.5]], np.float32)
+LABELS = ["cat", "dog", "fox", "owl"]
+
+
+def classifier() -> ir.Model:
+    """[N, 3, 8, 8] -> mean over H, W -> [N, 3] @ W [3, 4] -> logits [N, 4]."""
+    weights = ", ".join(f"{v:.1f}" for v in WEIGHTS.reshape(-1))
+    return ir.from_onnx_text(
+        f"""
+        <ir_version: 10, opset_import: ["" : 21]>
+        net (float[N, 3, 8, 8] pixels) => (float[N, 4] logits)
+        {{
+            axes = Constant<value = int64[2] {{2, 3}}>()
+            pooled = ReduceMean<keepdims = 0>(pixels, axes)
+            w = Constant<value = float[3, 4] {{{weights}}}>()
+            logits = MatMul(pooled, w)
+        }}
+        """
+    )
+
+
+def png(pixels: np.ndarray[Any, Any]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def expected_top(pixels: np.ndarray[Any, Any], k: int) -> tuple[np.ndarray[Any, Any], list[str]]:
+    """The pipeline computed independently: bilinear resize to 8x8, /255, the model, softmax, top-k."""
+    resized = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.Resampling.BILINEAR), np.float32) / 255
+    logits = resized.mean(axis=(0, 1)) @ WEIGHTS
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    order = np.argsort(-probabilities)[:k]
+    return probabilities[order], [LABELS[i] for i in order]
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    save(classifier(), tmp_path / "classify" / "1" / "model.onnx")
+    (tmp_path / "classify" / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    (tmp_path / "classify" / "config.yaml").write_text(
+        "max_batch_size: 8\n"
+        "dynamic_batching: {max_queue_delay_ms: 5}\n"
+        "pipeline:\n"
+        "  preprocess:\n"
+        "    - {kind: image, input: image, size: [8, 8], resize: stretch, mean: [0, 0, 0], std: [1, 1, 1]}\n"
+        "  postprocess:\n"
+        "    - {kind: classification, top_k: 2, labels: labels.txt}\n",
+        encoding="utf-8",
+    )
+    app = create_app(ModelRepository(tmp_path))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://modelport") as http,
+    ):
+        yield app, http
+
+
+async def post(http: httpx.AsyncClient, images: list[bytes]) -> httpx.Response:
+    tensor = np.empty(len(images), dtype=object)
+    tensor[:] = images
+    encoded = encode_request({"image": tensor}, binary=True, binary_output=True)
+    return await http.post("/v2/models/classify/infer", content=encoded.body, headers=encoded.headers)
+
+
+async def test_png_bytes_in_labels_out(client: tuple[Starlette, httpx.AsyncClient]) -> None:
+    app, http = client
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, size=(16, 12, 3), dtype=np.uint8) for _ in range(5)]
+    responses = await asyncio.gather(
+        *(post(http, [png(p)]) for p in pictures[:3]), post(http, [png(p) for p in pictures[3:]])
+    )
+    got: list[tuple[np.ndarray[Any, Any], list[bytes]]] = []
+    for response in responses:
+        assert response.status_code == 200, response.text
+        outputs = decode_response(response.content, response.headers.get(HEADER_LENGTH)).outputs
+        assert set(outputs) == {"scores", "indices", "labels"}
+        got += [(outputs["scores"][i], list(outputs["labels"][i])) for i in range(len(outputs["scores"]))]
+    for picture, (scores, labels) in zip(pictures, got, strict=True):
+        want_scores, want_labels = expected_top(picture, 2)
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=2e-6)
+        assert [label.decode() for label in labels] == want_labels
+    stats = app.state.core.statistics("classify")["model_stats"][0]
+    assert set(stats["stage_stats"]) == {"preprocess.image", "postprocess.classification"}
+    assert stats["stage_stats"]["preprocess.image"]["count"] >= 1
+    assert stats["inference_count"] == 5
+
+
+async def test_metadata_shows_what_clients_send(client: tuple[Starlette, httpx.AsyncClient]) -> None:
+    _, http = client
+    metadata = (await http.get("/v2/models/classify")).json()
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert [o["name"] for o in metadata["outputs"]] == ["scores", "indices", "labels"]
+
+
+async def test_a_bad_image_fails_only_its_own_request(client: tuple[Starlette, httpx.AsyncClient]) -> None:
+    _, http = client
+    good = png(np.zeros((8, 8, 3), np.uint8))
+    bad, fine = await asyncio.gather(post(http, [b"not an image"]), post(http, [good]))
+    assert bad.status_code == 400
+    assert "preprocess.image" in bad.json()["error"]
+    assert fine.status_code == 200
