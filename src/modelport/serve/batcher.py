@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import time
@@ -203,21 +204,22 @@ class DynamicBatcher(Generic[T, R]):
 
     # instances --------------------------------------------------------------------------------
     async def _instance(self, index: int) -> None:
-        carry: _Job[T] | _Stop | None = None
         while True:
-            first = carry if carry is not None else await self._next(None)
-            carry = None
+            first = await self._next(None)
             if isinstance(first, _Stop) or first is None:
                 return
             if first.future.done():  # cancelled or timed out while queued
                 continue
             batch = [first]
             if self.batching:
-                carry = await self._collect(batch)
+                await self._collect(batch)
             await self._run(index, batch)
 
-    async def _collect(self, batch: list[_Job[T]]) -> _Job[T] | _Stop | None:
-        """Add queued jobs to ``batch`` until it is full or the delay is over; return one that did not fit."""
+    async def _collect(self, batch: list[_Job[T]]) -> None:
+        """Add queued jobs to ``batch`` until it is full or the delay is over.
+
+        A job that does not fit (or the stop marker) goes back to the front of the queue.
+        """
         deadline = asyncio.get_running_loop().time() + self.max_queue_delay
         rows = sum(job.rows for job in batch)
         while rows < self.max_batch_size:
@@ -225,30 +227,45 @@ class DynamicBatcher(Generic[T, R]):
                 break
             job = await self._next(deadline)
             if job is None:
-                break
+                return
             if isinstance(job, _Stop) or rows + job.rows > self.max_batch_size:
-                return job
+                self._put_back(job)  # first in line for whichever instance is free first
+                return None
             if not job.future.done():
                 batch.append(job)
                 rows += job.rows
-        return None
+
+    def _put_back(self, job: _Job[T] | _Stop) -> None:
+        self._jobs.appendleft(job)
+        if isinstance(job, _Job):
+            self._queued += 1
+            self.stats.queue_size(self._queued)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                break
 
     async def _run(self, index: int, batch: list[_Job[T]]) -> None:
+        batch = [job for job in batch if not job.future.done()]  # callers gone while it was collecting
+        if not batch:
+            return
         loop = asyncio.get_running_loop()
         start_ns = time.perf_counter_ns()
         for job in batch:
             self.stats.queued(start_ns - job.arrived_ns)
         self._busy_since[index] = time.monotonic()
         try:
-            executed = await loop.run_in_executor(
-                self._executors[index], self._functions[index], [j.item for j in batch]
-            )
+            work = functools.partial(_call, self.label, self._functions[index], [j.item for j in batch])
+            executed = await loop.run_in_executor(self._executors[index], work)
             if len(executed.results) != len(batch):
                 raise RuntimeError(
                     f"the batch function of {self.label} returned {len(executed.results)} results "
                     f"for {len(batch)} requests — it must return one result or exception per request"
                 )
-        except Exception as e:  # the error belongs to the requests, not to the instance
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the error belongs to the requests, not to the instance
             logger.exception("%s: batch of %d failed", self.label, len(batch))
             executed = Executed(results=[e] * len(batch))
         finally:
@@ -263,10 +280,20 @@ class DynamicBatcher(Generic[T, R]):
         for job, result in zip(batch, executed.results, strict=True):
             if job.future.done():
                 continue
-            if isinstance(result, BaseException):
+            if isinstance(result, StopIteration):  # futures refuse it
+                job.future.set_exception(RuntimeError(f"the batch function of {self.label} returned {result!r}"))
+            elif isinstance(result, BaseException):
                 job.future.set_exception(result)
             else:
                 job.future.set_result(result)
+
+
+def _call(label: str, function: BatchFunction[T, R], items: list[T]) -> Executed[R]:
+    """Run a batch function; a StopIteration it raises would never reach the event loop."""
+    try:
+        return function(items)
+    except StopIteration as e:
+        raise RuntimeError(f"the batch function of {label} raised StopIteration: {e!r}") from e
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -91,7 +91,7 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "modelport_stage_duration_seconds",
-            "Time per pipeline stage and request.",
+            "Time per pipeline stage, summed over the requests of a batch.",
             (*labels, "stage"),
             buckets=_SECONDS,
             registry=self.registry,
