@@ -156,7 +156,12 @@ def test_session_only_while_active(model_path: Path) -> None:
 
 
 def test_describe(model_path: Path) -> None:
-    runner = OrtRunner(model_path, intra_op_threads=2, graph_optimization="basic")
+    runner = OrtRunner(
+        model_path,
+        intra_op_threads=2,
+        graph_optimization="basic",
+        session_config={"session.intra_op.allow_spinning": "0"},
+    )
     settings = {
         "backend": "onnxruntime",
         "providers": [CPU],
@@ -165,6 +170,7 @@ def test_describe(model_path: Path) -> None:
         "intra_op_threads": 2,
         "inter_op_threads": "default",
         "graph_optimization": "basic",
+        "session_config": {"session.intra_op.allow_spinning": "0"},
     }
     assert runner.describe() == settings
     with runner:

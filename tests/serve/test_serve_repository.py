@@ -303,11 +303,12 @@ def test_config_reaches_the_runner(tmp_path: Path) -> None:
     make_repo(
         tmp_path,
         {"m": [1]},
-        "intra_op_threads: 1\ninter_op_threads: 2\ngraph_optimization: disable\n",
+        "intra_op_threads: 1\ninter_op_threads: 2\ngraph_optimization: disable\nallow_spinning: false\n",
     )
     runner = ModelRepository(tmp_path).get("m").runner
     assert (runner.intra_op_threads, runner.inter_op_threads) == (1, 2)
     assert runner.graph_optimization == "disable"
+    assert runner.session_config == {"session.intra_op.allow_spinning": "0"}
 
 
 def test_max_batch_size_needs_a_dynamic_first_axis(tmp_path: Path) -> None:
