@@ -182,7 +182,7 @@ class EncodedBody:
 # requests
 
 
-def parse_request(body: bytes, header_length: str | int | None = None) -> InferenceRequest:
+def parse_request(body: bytes | memoryview, header_length: str | int | None = None) -> InferenceRequest:
     """Parse an inference request body.
 
     ``header_length`` is the value of the ``Inference-Header-Content-Length`` header (``None``
@@ -304,10 +304,12 @@ def decode_response(body: bytes, header_length: str | int | None = None) -> Infe
 # body framing
 
 
-def _split_body(body: bytes, header_length: str | int | None, *, what: str) -> tuple[dict[str, Any], memoryview | None]:
+def _split_body(
+    body: bytes | memoryview, header_length: str | int | None, *, what: str
+) -> tuple[dict[str, Any], memoryview | None]:
     """The JSON document of a body and the binary data after it (``None`` when there is none)."""
     if header_length is None:
-        return _load_json(body, what), None
+        return _load_json(bytes(body), what), None
     length = _header_length(header_length, len(body), what)
     view = memoryview(body)
     return _load_json(view[:length].tobytes(), what), view[length:]

@@ -128,14 +128,23 @@ class ModelStats:
         self.stages: dict[str, Duration] = {}
         self._metrics = metrics
         self._labels = (name, self.version)
+        # Labelled children, looked up once: labels() validates and locks on every call.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *extra: str) -> Any:
+        key = (id(metric), extra)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*self._labels, *extra)
+        return child
 
     # recording --------------------------------------------------------------------------------
     def request_done(self, ok: bool, total_ns: int) -> None:
         """A request this model answered (``ok``) or failed, ``total_ns`` after it arrived."""
         (self.success if ok else self.fail).add(total_ns)
         if self._metrics is not None:
-            self._metrics.requests.labels(*self._labels, "success" if ok else "failure").inc()
-            self._metrics.request_seconds.labels(*self._labels).observe(total_ns / 1e9)
+            self._child(self._metrics.requests, "success" if ok else "failure").inc()
+            self._child(self._metrics.request_seconds).observe(total_ns / 1e9)
 
     def request_dropped(self, outcome: str) -> None:
         """A request refused (``rejected``: queue full), timed out, or ``cancelled`` by its client."""
@@ -147,12 +156,12 @@ class ModelStats:
         else:
             self.cancelled += 1
         if self._metrics is not None:
-            self._metrics.requests.labels(*self._labels, outcome).inc()
+            self._child(self._metrics.requests, outcome).inc()
 
     def queued(self, ns: int) -> None:
         self.queue.add(ns)
         if self._metrics is not None:
-            self._metrics.queue_seconds.labels(*self._labels).observe(ns / 1e9)
+            self._child(self._metrics.queue_seconds).observe(ns / 1e9)
 
     def batch_done(self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One executed batch of ``rows`` rows from ``requests`` requests."""
@@ -168,21 +177,22 @@ class ModelStats:
         stat.compute_infer.add(infer_ns)
         stat.compute_output.add(output_ns)
         if self._metrics is not None:
-            m, labels = self._metrics, self._labels
-            m.inferences.labels(*labels).inc(rows)
-            m.executions.labels(*labels).inc()
-            m.batch_size.labels(*labels).observe(rows)
+            m = self._metrics
+            self._child(m.inferences).inc(rows)
+            self._child(m.executions).inc()
+            self._child(m.batch_size).observe(rows)
             for phase, ns in (("input", input_ns), ("infer", infer_ns), ("output", output_ns)):
-                m.compute_seconds.labels(*labels, phase).observe(ns / 1e9)
+                self._child(m.compute_seconds, phase).observe(ns / 1e9)
 
     def stage_done(self, stage: str, seconds: float) -> None:
         self.stages.setdefault(stage, Duration()).add(int(seconds * 1e9))
         if self._metrics is not None:
-            self._metrics.stage_seconds.labels(*self._labels, stage).observe(seconds)
+            self._child(self._metrics.stage_seconds, stage).observe(seconds)
 
     def forget(self) -> None:
         """Drop this version's Prometheus series (an unloaded version must not grow the registry)."""
         m, labels = self._metrics, self._labels
+        self._children.clear()
         if m is None:
             return
         series: list[tuple[Any, tuple[str, ...]]] = [
@@ -206,12 +216,12 @@ class ModelStats:
 
     def in_flight(self, delta: int) -> None:
         if self._metrics is not None:
-            self._metrics.in_flight.labels(*self._labels).inc(delta)
+            self._child(self._metrics.in_flight).inc(delta)
 
     def queue_size(self, size: int) -> None:
         self.pending = size
         if self._metrics is not None:
-            self._metrics.queued.labels(*self._labels).set(size)
+            self._child(self._metrics.queued).set(size)
 
     # reporting --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
