@@ -4,6 +4,11 @@ The question (issue 7): what share of raw in-process ONNX Runtime throughput doe
 and how much latency does it add, on a small CNN whose own latency is ~8 ms? Everything runs in one
 invocation, side by side, on the same model file and the same ONNX Runtime session settings.
 
+Section ``robustness`` runs the long serving tests (tests/serve/test_serve_soak.py with
+``MODELPORT_SOAK=1``, and tests/serve/test_serve_process.py): a ``--soak-seconds`` soak at 16
+clients (RSS growth), 100 load/unload cycles (RSS), overload against a bounded queue (429s, admitted
+latency), SIGTERM under load (nothing dropped); it prints their figures.
+
 Section ``throughput`` (the default; ``--sections`` picks, more sections register in ``SECTIONS``):
 
 1. **The model**: a plain CNN built here with torch (8 Conv-BN-ReLU layers, widths ``--width`` x
@@ -22,7 +27,9 @@ Section ``throughput`` (the default; ``--sections`` picks, more sections registe
    writes ``config.yaml`` next to the model for trying settings; raw does not change with it),
    requests in the KServe v2 binary format (``Inference-Header-Content-Length``: a JSON header with
    ``binary_data_size`` per input and ``binary_data_output: true``, then the raw tensor), one image
-   per request.
+   per request. **modelport-batching** is the same server with opportunistic dynamic batching
+   (``max_batch_size: 16``, ``max_queue_delay_ms: 0``: what waits while the instance is busy runs as
+   one batch; nothing waits for more, so a lone request is not delayed).
 4. **FastAPI** and **LitServe** baselines (benchmarks/_serve_peers.py, where each app is described):
    FastAPI takes the raw float32 image as ``application/octet-stream`` and returns raw logits
    (cheaper than KServe binary: no JSON); LitServe takes ``{"input": base64}`` JSON and returns
@@ -98,6 +105,10 @@ RATIO_TARGET, ADDED_MS_TARGET, RATIO_CLIENTS = 0.90, 1.0, (4, 16)
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 
+#: The config of the "modelport-batching" row: batch whatever waits while the instance is busy,
+#: never wait for more (delay 0), so a lone request is not delayed.
+BATCHING_CONFIG = "max_batch_size: 16\ndynamic_batching: {max_queue_delay_ms: 0}\n"
+
 _MODELPORT_SERVE = (
     "import sys; from modelport.serve import run_server; "
     "run_server(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')"
@@ -165,6 +176,10 @@ def prepare(folder: Path, args: argparse.Namespace) -> Bench:
     exported.replace(model)
     if args.modelport_config:
         (repository / MODEL_NAME / "config.yaml").write_text(args.modelport_config + "\n")
+    batching = folder / "repo-batching" / MODEL_NAME
+    (batching / "1").mkdir(parents=True)
+    os.link(model, batching / "1" / "model.onnx")
+    (batching / "config.yaml").write_text(BATCHING_CONFIG)
     bench = Bench(folder, model, repository, description, make_images(args.image))
     with served_runner(bench) as runner:
         bench.references = [runner.session.run(None, {INPUT: x})[0] for x in bench.images]
@@ -346,8 +361,17 @@ SERVERS: dict[str, Server] = {
         "modelport",
         f"/v2/models/{MODEL_NAME}/infer",
         "/v2/health/ready",
-        "KServe v2 binary: JSON header + raw FP32 in, JSON header + raw FP32 out",
+        "KServe v2 binary: JSON header + raw FP32 in, JSON header + raw FP32 out; default config",
         lambda bench, port: [sys.executable, "-c", _MODELPORT_SERVE, str(bench.repository), str(port)],
+        _modelport_encode,
+        _modelport_decode,
+    ),
+    "modelport-batching": Server(
+        "modelport-batching",
+        f"/v2/models/{MODEL_NAME}/infer",
+        "/v2/health/ready",
+        "as modelport, with opportunistic batching: " + " ".join(BATCHING_CONFIG.split()),
+        lambda bench, port: [sys.executable, "-c", _MODELPORT_SERVE, str(bench.folder / "repo-batching"), str(port)],
         _modelport_encode,
         _modelport_decode,
     ),
@@ -708,13 +732,14 @@ def print_throughput(result: dict[str, Any]) -> None:
         ready = _fmt(block["startup_s"], 1)
         print(f"* {name}: {encoding}; ready {ready} s after start, exit code {block['exit_code']}")
     print()
-    print(throughput_summary(result))
+    for name in ("modelport", "modelport-batching"):
+        print(throughput_summary(result, name))
 
 
-def throughput_summary(result: dict[str, Any]) -> str:
-    served = result["servers"].get("modelport")
+def throughput_summary(result: dict[str, Any], name: str = "modelport") -> str:
+    served = result["servers"].get(name)
     if served is None:
-        return "summary: modelport was not run (--servers)"
+        return f"summary: {name} was not run (--servers)"
     rows = {row.clients: row for row in served["rows"]}
     parts = []
     for clients in RATIO_CLIENTS:
@@ -726,7 +751,7 @@ def throughput_summary(result: dict[str, Any]) -> str:
     added = one.added_p50_ms if one is not None else None
     verdict = "—" if added is None else ("yes" if added <= ADDED_MS_TARGET else "NO")
     parts.append(f"added p50 ≤ {ADDED_MS_TARGET:g} ms at 1 client: {verdict} ({_fmt(added, 2, ' ms')})")
-    return "summary (modelport): " + " · ".join(parts)
+    return f"summary ({name}): " + " · ".join(parts)
 
 
 # ==================================================================================================
@@ -736,9 +761,62 @@ def throughput_summary(result: dict[str, Any]) -> str:
 Section = Callable[[Bench, argparse.Namespace], dict[str, Any]]
 Printer = Callable[[dict[str, Any]], None]
 
-#: name -> (measure, print). Sections still to come: soak, reload, overload, sigterm.
+# ==================================================================================================
+# Section: robustness (soak, load/unload cycles, overload, SIGTERM under load)
+# ==================================================================================================
+
+ROBUSTNESS_TESTS = ("tests/serve/test_serve_soak.py", "tests/serve/test_serve_process.py")
+
+
+def robustness_section(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the long serving tests (marked ``slow``, skipped by ``make test``) and collect their figures.
+
+    They start their own server processes on the built-in example CNN; each prints one ``RESULT``
+    line. Pass/fail comes from pytest; the figures from the RESULT lines.
+    """
+    log(f"[robustness] soak {args.soak_seconds:g} s at 16 clients, 100 load/unload cycles, overload, SIGTERM")
+    env = {**os.environ, "MODELPORT_SOAK": "1", "MODELPORT_SOAK_SECONDS": str(args.soak_seconds)}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "slow or not slow",
+        *ROBUSTNESS_TESTS,
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, check=False)
+    figures = [json.loads(line[len("RESULT ") :]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
+    return {
+        "section": "robustness",
+        "command": " ".join(["MODELPORT_SOAK=1", f"MODELPORT_SOAK_SECONDS={args.soak_seconds:g}", *command[1:]]),
+        "returncode": done.returncode,
+        "pytest": summary,
+        "figures": figures,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def print_robustness(result: dict[str, Any]) -> None:
+    print(f"\n### Robustness ({result['seconds']:.0f} s): `{result['command']}`\n")
+    print("| test | figures |")
+    print("|---|---|")
+    for figure in result["figures"]:
+        name = figure.pop("test")
+        print(f"| {name} | {', '.join(f'{k} {v}' for k, v in figure.items())} |")
+    verdict = "all passed" if result["returncode"] == 0 else f"FAILED (exit {result['returncode']})"
+    print(f"\npytest: {result['pytest']} — {verdict}")
+
+
+#: name -> (measure, print).
 SECTIONS: dict[str, tuple[Section, Printer]] = {
     "throughput": (throughput_section, print_throughput),
+    "robustness": (robustness_section, print_robustness),
 }
 
 
@@ -777,6 +855,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=48, help="channels of the CNN's first stage")
     parser.add_argument("--image", type=int, default=224, help="height and width of the input image")
     parser.add_argument("--modelport-config", default="", help="YAML written to the served model's config.yaml")
+    parser.add_argument("--soak-seconds", type=float, default=600.0, help="length of the soak (section robustness)")
     parser.add_argument("--out", type=Path, help="keep the model, requests and server logs in this folder")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args(argv)

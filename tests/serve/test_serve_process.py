@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def test_sigterm_under_load_answers_every_admitted_request(tmp_path: Path) -> No
             process.kill()
             process.wait()
     output = log.read_text()
+    answered = len(outcomes)
+    record = {"test": "sigterm", "clients": 8, "answered": answered, "dropped": len(errors), "exit_code": code}
+    print(f"RESULT {json.dumps(record)}")
     assert errors == [], output
     assert ready.status_code == 400  # not ready while draining, but answering
     assert {status for status, _ in outcomes} == {200}
