@@ -1,13 +1,18 @@
-"""Serving over the KServe v2 (Open Inference Protocol) HTTP API.
+"""Serving over the KServe v2 (Open Inference Protocol): HTTP and gRPC.
 
-``protocol`` is the wire format, ``repository`` the models served and their configuration,
-``app`` the Starlette application, ``server`` runs it with uvicorn::
+``protocol`` is the HTTP wire format, ``repository`` the models served and their configuration
+(``pbtxt`` reads Triton's), ``core`` the transport-independent server (instances, queues,
+``batcher``, ``stats``, reload, drain), ``pipeline`` pre- and post-processing stages, ``app`` the
+Starlette application, ``grpc_service`` the gRPC service, ``server`` runs them::
 
     from modelport.serve import run_server
-    run_server("models/")            # REPO/<name>/<version>/model.onnx, or one .onnx file
+    run_server("models/", grpc_port=8001)   # REPO/<name>/<version>/model.onnx, or one .onnx file
 """
 
 from modelport.serve.app import create_app
+from modelport.serve.batcher import DynamicBatcher, Executed
+from modelport.serve.core import InferenceCore, InferenceResult, ServerOptions
+from modelport.serve.pipeline import Pipeline, PipelineConfig
 from modelport.serve.protocol import (
     DATATYPES,
     HEADER_LENGTH,
@@ -24,6 +29,7 @@ from modelport.serve.protocol import (
 )
 from modelport.serve.repository import (
     AllVersions,
+    DynamicBatching,
     LatestVersions,
     ModelConfig,
     ModelRepository,
@@ -38,14 +44,22 @@ __all__ = [
     "DATATYPES",
     "HEADER_LENGTH",
     "AllVersions",
+    "DynamicBatcher",
+    "DynamicBatching",
     "EncodedBody",
+    "Executed",
+    "InferenceCore",
     "InferenceRequest",
     "InferenceResponse",
+    "InferenceResult",
     "LatestVersions",
     "ModelConfig",
     "ModelRepository",
+    "Pipeline",
+    "PipelineConfig",
     "RequestedOutput",
     "ServedModel",
+    "ServerOptions",
     "SpecificVersions",
     "VersionPolicy",
     "create_app",

@@ -1,17 +1,19 @@
 """A model repository: the models a server serves, their versions, and their configuration.
 
-Layout (as in Triton, with YAML instead of protobuf text)::
+Layout (as in Triton)::
 
     REPO/
       <name>/
-        config.yaml          optional, parsed into ModelConfig
+        config.yaml          optional, parsed into ModelConfig (or Triton's config.pbtxt, see pbtxt.py)
         1/model.onnx         one folder per version; versions are integers
         2/model.onnx
 
 A single ``.onnx`` file is a repository too: one model named after the file's stem, version 1.
-Scanning (in the constructor) is cheap and reports a malformed repository at once; :meth:`load`
-builds one ONNX Runtime session per served model version (sessions are thread safe, so a model's
-instances share it), :meth:`unload` frees them.
+Scanning (in the constructor) is cheap and reports a malformed repository at once. Each served
+version has one ONNX Runtime session per instance (``instance_count``), so instances never contend
+for one session's thread pool; :meth:`ModelRepository.load` activates them (with the intra-op
+thread budget), :meth:`ModelRepository.unload` frees them. :meth:`ModelRepository.rescan` and
+:meth:`ModelRepository.apply` let a running server (serve/core.py) reload versions.
 """
 
 from __future__ import annotations
