@@ -27,7 +27,8 @@ how to fix it; the underlying cause is chained with ``raise ... from``.
     ├── ProtocolError           a KServe v2 request is malformed
     │   └── PayloadTooLargeError  a request body is over the server's size limit
     ├── ServerBusyError         a model's request queue is full (retry later)
-    └── RequestTimeoutError     a request did not finish within its timeout
+    ├── RequestTimeoutError     a request did not finish within its timeout
+    └── LoadtestError           a load test cannot go on (server unreachable, refusing, answering garbage)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "InputError",
     "InputShapeError",
     "InvalidModelError",
+    "LoadtestError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelNotReadyError",
@@ -152,3 +154,7 @@ class ServerBusyError(ModelportError):
 
 class RequestTimeoutError(ModelportError):
     """A request did not finish within its timeout (it was dropped from the queue if still there)."""
+
+
+class LoadtestError(ModelportError):
+    """The load test cannot go on: the server is unreachable, refuses the request, or answers garbage."""

@@ -12,11 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from modelport import __version__
-from modelport.cli import bench, compare, debug, deploy, export, inspect, optimize, quantize, serve, surgery, verify
+from modelport.cli import (
+    bench,
+    compare,
+    debug,
+    deploy,
+    export,
+    inspect,
+    loadtest,
+    optimize,
+    quantize,
+    serve,
+    surgery,
+    verify,
+)
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (inspect, export, optimize, surgery, quantize, compare, verify, debug, bench, serve, deploy)
+_COMMANDS = (inspect, export, optimize, surgery, quantize, compare, verify, debug, bench, loadtest, serve, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:
