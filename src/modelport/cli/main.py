@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from modelport import __version__
 from modelport.cli import (
+    analyze,
     bench,
     compare,
     debug,
@@ -29,7 +30,21 @@ from modelport.cli import (
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (inspect, export, optimize, surgery, quantize, compare, verify, debug, bench, loadtest, serve, deploy)
+_COMMANDS = (
+    inspect,
+    export,
+    optimize,
+    surgery,
+    quantize,
+    compare,
+    verify,
+    debug,
+    bench,
+    loadtest,
+    analyze,
+    serve,
+    deploy,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
