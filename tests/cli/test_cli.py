@@ -125,9 +125,11 @@ def test_compare_match_and_mismatch(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_bench_json(capsys: pytest.CaptureFixture[str], example_path: Path) -> None:
-    code, out, _ = run(capsys, "bench", str(example_path), "--batch", "1,2", "--iterations", "5", "--json")
+    code, out, _ = run(
+        capsys, "bench", str(example_path), "--batch", "1,2", "--iterations", "5", "--max-windows", "1", "--json"
+    )
     assert code == 0
-    data = json.loads(out)
+    data = json.loads(out)["results"]
     assert [r["batch"] for r in data] == [1, 2]
     assert all(r["iterations"] == 5 and r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in data)
 
