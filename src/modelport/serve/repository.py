@@ -360,8 +360,12 @@ class ModelRepository:
             return RepositoryChanges(models=dict(self._models), added=[], removed=[], errors={})
         models = dict(self._models)
         errors: dict[str, str] = {}
-        names = [only] if only is not None else sorted(
-            {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} | set(models)
+        names = (
+            [only]
+            if only is not None
+            else sorted(
+                {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} | set(models)
+            )
         )
         for name in names:
             folder = self.root / name
