@@ -14,14 +14,17 @@ import logging
 import os
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from modelport.errors import ConfigError
 from modelport.serve.app import create_app
 from modelport.serve.core import InferenceCore, ServerOptions
-from modelport.serve.grpc_service import GrpcServer, start_grpc_server
 from modelport.serve.repository import ModelRepository
+
+if TYPE_CHECKING:
+    from modelport.serve.grpc_service import GrpcServer
 
 __all__ = ["LOG_LEVELS", "run_server"]
 
@@ -59,6 +62,8 @@ def run_server(
     async def start_grpc(core: InferenceCore) -> None:
         if grpc_port is None:
             return
+        from modelport.serve.grpc_service import start_grpc_server  # grpc loads only when asked for
+
         grpc_server.append(await start_grpc_server(core, host, grpc_port, max_message_bytes=options.max_request_bytes))
 
     async def stop_grpc(core: InferenceCore) -> None:
