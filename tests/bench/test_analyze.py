@@ -42,11 +42,11 @@ from modelport.bench.analyze import (
     stage_repository,
     thread_use,
     with_settings,
-    write_atomic,
 )
 from modelport.cli import analyze as analyze_cli
-from modelport.errors import BackendError, ConfigError, RepositoryError
+from modelport.errors import BackendError, ConfigError, ModelSaveError, RepositoryError
 from modelport.ir.serde import save
+from modelport.report import write_text_atomic
 from modelport.serve.repository import ModelRepository, read_config
 
 CORES = 4
@@ -430,7 +430,7 @@ def test_apply_with_nothing_feasible_is_refused(repo: Path) -> None:
         apply_best(repo, fake_result(repo, None))
 
 
-def test_write_atomic_leaves_the_old_file_when_the_replace_fails(
+def test_applied_config_leaves_the_old_file_when_the_replace_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "config.yaml"
@@ -440,8 +440,8 @@ def test_write_atomic_leaves_the_old_file_when_the_replace_fails(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, "new: 2\n")
+    with pytest.raises(ModelSaveError, match="disk full"):
+        write_text_atomic(target, "new: 2\n")
     assert target.read_text(encoding="utf-8") == "old: 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 

@@ -42,7 +42,6 @@ one; ``min_throughput`` keeps each model above a floor.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -68,6 +67,7 @@ import pydantic
 import yaml
 
 from modelport.errors import BackendError, ConfigError, ModelportError, RepositoryError
+from modelport.report import write_text_atomic
 from modelport.serve.pbtxt import read_triton_config
 from modelport.serve.repository import ModelConfig, ModelRepository, cpu_count, read_config
 
@@ -93,7 +93,6 @@ __all__ = [
     "search",
     "stage_repository",
     "thread_use",
-    "write_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -705,20 +704,6 @@ def with_settings(raw: Mapping[str, Any], settings: ModelSettings, *, where: str
     return merged
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace, so a
-    reader (or a server hot-reloading the repository) never sees half a file."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def _yaml(settings: Mapping[str, Any], header: str) -> str:
     return header + yaml.safe_dump(dict(settings), sort_keys=False, default_flow_style=False)
 
@@ -790,7 +775,7 @@ def apply_best(repo: str | os.PathLike[str], result: AnalysisResult, *, force: b
         config = with_settings(raw, settings, where=f"model '{name}'")
         if source == TRITON_CONFIG_FILE:
             path = folder / SUGGESTED_FILE
-            write_atomic(path, _yaml(config, header))
+            write_text_atomic(path, _yaml(config, header))
             message = (
                 f"{name}: not applied — it is configured by {folder / TRITON_CONFIG_FILE}, which is left as it "
                 f"is; the winning settings are in {path}: rename it to {CONFIG_FILE} and remove the "
@@ -799,7 +784,7 @@ def apply_best(repo: str | os.PathLike[str], result: AnalysisResult, *, force: b
             applied.append(AppliedConfig(name, path, True, message))
         else:
             path = folder / CONFIG_FILE
-            write_atomic(path, _yaml(config, header))
+            write_text_atomic(path, _yaml(config, header))
             applied.append(AppliedConfig(name, path, False, f"{name}: wrote {path} ({settings.label})"))
     return applied
 
@@ -1062,10 +1047,10 @@ class AnalysisResult:
         return _html(self)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(Path(path), self.to_json() + "\n")
+        write_text_atomic(path, self.to_json() + "\n")
 
     def write_html(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(Path(path), self.to_html())
+        write_text_atomic(path, self.to_html())
 
 
 def _json_default(value: object) -> object:

@@ -47,7 +47,7 @@ import numpy as np
 
 from modelport.bench.loadclient import PROTOCOLS, Connection, Exchange, LoadtestError, Transport, make_transport
 from modelport.errors import ConfigError, ModelportError
-from modelport.report.svg import bar_chart_svg
+from modelport.report.svg import bar_chart_svg, line_chart_svg
 from modelport.serve.protocol import numpy_dtype_of, object_array
 
 __all__ = [
@@ -1214,13 +1214,13 @@ def _charts(result: LoadtestResult) -> list[str]:
     measured = [level for level in result.levels if math.isfinite(level.p99_ms)]
     if not measured:
         return ["<p>No level had a successful request: nothing to plot.</p>"]
-    series = {
-        "p50": [(level.throughput, level.p50_ms) for level in measured],
-        "p99": [(level.throughput, level.p99_ms) for level in measured],
-    }
+    series = [
+        (name, [(level.throughput, getattr(level, f"{name}_ms"), level.label) for level in measured])
+        for name in ("p50", "p99")
+    ]
     return [
         _figure(
-            _xy_chart_svg(series, x_label="inferences/s", y_label="latency ms", title="Latency vs throughput"),
+            line_chart_svg(series, x_label="inferences/s", y_label="latency ms", title="Latency vs throughput"),
             "p50 and p99 latency against throughput, one point per level",
         ),
         _figure(
@@ -1259,68 +1259,3 @@ def _to_html(result: LoadtestResult) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-
-
-_COLOURS: Final = ("#4878a8", "#c8553d", "#5a9367", "#8a6200")
-_SVG_FONT: Final = 'font-family="sans-serif" font-size="10"'
-
-
-def _tick(value: float) -> str:
-    if value >= 1e5:
-        return f"{value:.2e}"
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def _xy_chart_svg(
-    series: Mapping[str, Sequence[tuple[float, float]]],
-    *,
-    x_label: str,
-    y_label: str,
-    title: str,
-    width: int = 520,
-    height: int = 260,
-) -> str:
-    """Points joined by lines, one colour per series, linear axes from 0, a legend; inline SVG."""
-    points = [p for values in series.values() for p in values]
-    x_max = max(x for x, _ in points) * 1.05 or 1.0
-    y_max = max(y for _, y in points) * 1.05 or 1.0
-    left, right, top, bottom = 48, 24, 24, 36
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def at(x: float, y: float) -> tuple[float, float]:
-        return left + plot_w * x / x_max, top + plot_h * (1 - y / y_max)
-
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>',
-    ]
-    for i in range(5):
-        fx, fy = at(x_max * i / 4, y_max * i / 4)
-        parts.append(
-            f'<text x="{fx:.1f}" y="{top + plot_h + 13}" text-anchor="middle" {_SVG_FONT}>{_tick(x_max * i / 4)}</text>'
-        )
-        parts.append(
-            f'<text x="{left - 4}" y="{fy + 3:.1f}" text-anchor="end" {_SVG_FONT}>{_tick(y_max * i / 4)}</text>'
-        )
-    parts.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" {_SVG_FONT}>{escape(x_label)}</text>'
-    )
-    parts.append(f'<text x="{left}" y="{top - 8}" {_SVG_FONT}>{escape(y_label)}</text>')
-    for number, (name, values) in enumerate(series.items()):
-        colour = _COLOURS[number % len(_COLOURS)]
-        xy = [at(x, y) for x, y in values]
-        parts.append(
-            f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in xy)}" fill="none" stroke="{colour}"/>'
-        )
-        for (x, y), (px, py) in zip(values, xy, strict=True):
-            parts.append(
-                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
-                f"<title>{escape(name)}: {y:.3g} at {x:.3g}</title></circle>"
-            )
-        legend_x = left + plot_w - 60
-        parts.append(
-            f'<text x="{legend_x}" y="{top + 14 + 12 * number}" fill="{colour}" {_SVG_FONT}>{escape(name)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
