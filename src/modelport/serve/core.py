@@ -382,19 +382,23 @@ def _execute(model: ServedModel, runner: OrtRunner, items: list[_Work]) -> Execu
     prepared = [_prepare(model, runner, item, executed) for item in items]
     executed.input_ns += time.perf_counter_ns() - start
     # Requests whose model inputs agree beyond axis 0 run as one batch; others as separate batches.
+    ready: dict[int, _Ready] = {}
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, ready in enumerate(prepared):
-        if isinstance(ready, BaseException):
-            results[index] = ready
+    for index, outcome in enumerate(prepared):
+        if isinstance(outcome, BaseException):
+            results[index] = outcome
             continue
-        key = tuple((name, a.shape[1:] if len(items) > 1 else ()) for name, a in ready[0].items())
+        ready[index] = outcome
+        key = tuple((name, a.shape[1:] if len(items) > 1 else ()) for name, a in outcome[0].items())
         groups.setdefault(key, []).append(index)
     for indices in groups.values():
-        _run_group(model, runner, items, prepared, indices, executed)
+        _run_group(model, runner, items, ready, indices, executed)
     return executed
 
 
-_Prepared = tuple[Feeds, Any] | BaseException
+#: One request's model feeds and its pipeline context.
+_Ready = tuple[Feeds, Any]
+_Prepared = _Ready | BaseException
 
 
 def _prepare(model: ServedModel, runner: OrtRunner, item: _Work, executed: Executed[Any]) -> _Prepared:
@@ -419,12 +423,12 @@ def _run_group(
     model: ServedModel,
     runner: OrtRunner,
     items: list[_Work],
-    prepared: list[_Prepared],
+    ready: dict[int, _Ready],
     indices: list[int],
     executed: Executed[InferenceResult],
 ) -> None:
     start = time.perf_counter_ns()
-    feeds_of = [prepared[i][0] for i in indices]  # type: ignore[index]
+    feeds_of = [ready[i][0] for i in indices]
     if len(indices) == 1:
         feeds = feeds_of[0]
     else:
@@ -438,7 +442,7 @@ def _run_group(
             return
         # One request may be what breaks the batch: run each alone, so only it fails.
         for index in indices:
-            _run_group(model, runner, items, prepared, [index], executed)
+            _run_group(model, runner, items, ready, [index], executed)
         return
     inferred = time.perf_counter_ns()
     offset = 0
@@ -446,19 +450,19 @@ def _run_group(
         rows = _rows_of(own) if len(indices) > 1 else None
         mine = outputs if rows is None else {n: v[offset : offset + rows] for n, v in outputs.items()}
         offset += rows or 0
-        executed.results[index] = _finish(model, items[index], mine, prepared[index], executed)
+        executed.results[index] = _finish(model, items[index], mine, ready[index][1], executed)
     executed.input_ns += stacked - start
     executed.infer_ns += inferred - stacked
     executed.output_ns += time.perf_counter_ns() - inferred
 
 
 def _finish(
-    model: ServedModel, work: _Work, outputs: Feeds, prepared: _Prepared, executed: Executed[Any]
+    model: ServedModel, work: _Work, outputs: Feeds, context: Any, executed: Executed[Any]
 ) -> InferenceResult | BaseException:
     """Post-process one request's outputs and keep the ones it asked for."""
     if model.pipeline is not None:
         try:
-            staged = model.pipeline.postprocess(outputs, prepared[1])  # type: ignore[index]
+            staged = model.pipeline.postprocess(outputs, context)
         except Exception as e:
             return e
         _add_seconds(executed, staged.seconds)
