@@ -277,9 +277,12 @@ class DynamicBatcher(Generic[T, R]):
         )
         for stage, seconds in executed.stage_seconds.items():
             self.stats.stage_done(stage, seconds)
+        # Counted here, in the same step as the batch, so a statistics reading never sees one without the other.
+        done_ns = time.perf_counter_ns()
         for job, result in zip(batch, executed.results, strict=True):
             if job.future.done():
                 continue
+            self.stats.request_done(not isinstance(result, BaseException), done_ns - job.arrived_ns)
             if isinstance(result, StopIteration):  # futures refuse it
                 job.future.set_exception(RuntimeError(f"the batch function of {self.label} returned {result!r}"))
             elif isinstance(result, BaseException):

@@ -37,7 +37,6 @@ from modelport.errors import (
     ProtocolError,
     RepositoryError,
     RequestTimeoutError,
-    ServerBusyError,
 )
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import Feeds, check_feeds
@@ -250,33 +249,25 @@ class InferenceCore:
         selected = tuple(request.select_outputs(loaded.output_names, model_name=model.label))
         rows = _rows(request.inputs, model) if model.config.max_batch_size > 0 else 1
         timeout = _timeout(request, model)
-        arrived = time.perf_counter_ns()
         stats = loaded.stats
         stats.in_flight(1)
-        outcome = "failure"
+        dropped = ""  # answered requests (and rejected ones) are counted by the batcher
         try:
             work = loaded.batcher.submit(_Work(request, selected, rows), rows)
-            result = await (asyncio.wait_for(work, timeout) if timeout is not None else work)
-            outcome = "success"
-            return result
+            return await (asyncio.wait_for(work, timeout) if timeout is not None else work)
         except TimeoutError as e:
-            outcome = "timeout"
+            dropped = "timeout"
             raise RequestTimeoutError(
                 f"request to {model.label} did not finish within {(timeout or 0) * 1000:g} ms — raise the request's "
                 "'timeout' parameter or the model's timeout_ms, or add instances"
             ) from e
-        except ServerBusyError:
-            outcome = "rejected"  # counted by the batcher
-            raise
         except asyncio.CancelledError:
-            outcome = "cancelled"
+            dropped = "cancelled"
             raise
         finally:
             stats.in_flight(-1)
-            if outcome in ("success", "failure"):
-                stats.request_done(outcome == "success", time.perf_counter_ns() - arrived)
-            elif outcome != "rejected":
-                stats.request_dropped(outcome)
+            if dropped:
+                stats.request_dropped(dropped)
 
     # statistics -------------------------------------------------------------------------------
     def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
