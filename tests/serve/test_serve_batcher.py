@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -25,31 +24,9 @@ from modelport.errors import ModelNotReadyError, ServerBusyError
 from modelport.serve import batcher as batcher_module
 from modelport.serve.batcher import DynamicBatcher, Executed
 
+from .batcher_helpers import LIMIT, Clock, Gate, settle
+
 pytestmark = pytest.mark.anyio
-
-LIMIT = 5.0  # seconds: bound on a test that would otherwise hang, never an expectation
-
-
-class Gate:
-    """Holds a batch function inside its instance thread until the test opens it."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._inside = asyncio.Event()
-        self._open = threading.Event()
-
-    def hold(self) -> None:
-        """Called in the instance thread: announce the batch, then wait for :meth:`open`."""
-        self._loop.call_soon_threadsafe(self._inside.set)
-        if not self._open.wait(LIMIT * 2):
-            raise RuntimeError("the test never opened the gate")
-
-    async def entered(self) -> None:
-        with anyio.fail_after(LIMIT):
-            await self._inside.wait()
-
-    def open(self) -> None:
-        self._open.set()
 
 
 class Model:
@@ -81,20 +58,6 @@ class Model:
         return [item for batch in self.batches for item in batch]
 
 
-class Clock:
-    """Stands in for the ``time`` module inside the batcher: ``monotonic`` and ``perf_counter_ns`` set by hand."""
-
-    def __init__(self, now: float = 100.0, ns: int | None = None) -> None:
-        self.now = now
-        self.ns = ns
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def perf_counter_ns(self) -> int:
-        return self.ns if self.ns is not None else time.perf_counter_ns()
-
-
 @contextlib.asynccontextmanager
 async def running(batcher: DynamicBatcher[Any, Any], *gates: Gate) -> AsyncIterator[DynamicBatcher[Any, Any]]:
     """Start ``batcher``; on the way out open every gate (a failed test must not hang) and stop it."""
@@ -105,15 +68,6 @@ async def running(batcher: DynamicBatcher[Any, Any], *gates: Gate) -> AsyncItera
         for gate in gates:
             gate.open()
         await batcher.stop()
-
-
-async def settle(condition: Callable[[], bool], what: str) -> None:
-    """Let the event loop run what is ready until ``condition`` holds (bounded by rounds, not time)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"the event loop settled without this happening: {what}")
 
 
 def submit(batcher: DynamicBatcher[int, int], item: int, rows: int = 1) -> asyncio.Task[int]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import Callable
 
 import anyio
 import pytest
@@ -23,9 +21,9 @@ from modelport.serve import batcher as batcher_module
 from modelport.serve.batcher import DynamicBatcher, Executed
 from modelport.serve.stats import Duration, Metrics, ModelStats
 
-pytestmark = pytest.mark.anyio
+from .batcher_helpers import LIMIT, Clock, Gate, settle
 
-LIMIT = 5.0  # seconds: bound on a test that would otherwise hang, never an expectation
+pytestmark = pytest.mark.anyio
 
 INFERENCE_STATS = {
     "success",
@@ -48,50 +46,6 @@ TRITON_KEYS = {
     "memory_usage",
 }
 EXTENSION_KEYS = {"stage_stats", "rejected", "timeouts", "cancelled", "pending"}
-
-
-class Gate:
-    """Holds a batch function inside its instance thread until the test opens it."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._inside = asyncio.Event()
-        self._open = threading.Event()
-
-    def hold(self) -> None:
-        self._loop.call_soon_threadsafe(self._inside.set)
-        if not self._open.wait(LIMIT * 2):
-            raise RuntimeError("the test never opened the gate")
-
-    async def entered(self) -> None:
-        with anyio.fail_after(LIMIT):
-            await self._inside.wait()
-
-    def open(self) -> None:
-        self._open.set()
-
-
-class Clock:
-    """Stands in for the ``time`` module inside the batcher, with ``perf_counter_ns`` set by hand."""
-
-    def __init__(self) -> None:
-        self.ns = 0
-
-    def perf_counter_ns(self) -> int:
-        return self.ns
-
-    @staticmethod
-    def monotonic() -> float:
-        return time.monotonic()
-
-
-async def settle(condition: Callable[[], bool], what: str) -> None:
-    """Let the event loop run what is ready until ``condition`` holds (bounded by rounds, not time)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"the event loop settled without this happening: {what}")
 
 
 def exposition(metrics: Metrics) -> str:
@@ -122,7 +76,7 @@ async def run_batches(stats: ModelStats, monkeypatch: pytest.MonkeyPatch) -> Non
     The batcher's clock reads 0 when request 1 arrives and starts, 1000 ns when the others arrive
     and 5000 ns when they start, so they each waited 4000 ns.
     """
-    clock = Clock()
+    clock = Clock(ns=0)
     monkeypatch.setattr(batcher_module, "time", clock)
     gate = Gate()
 
