@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import site
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,16 @@ def example_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_model_path() -> Callable[[str], Path]:
     """``real_model_path(key)``: the path of a packaged real model (skips when not installed)."""
     return _real_model_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Deploy caches go to a folder of this test session, never to the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("modelport-cache")
+    previous = os.environ.get("MODELPORT_CACHE_DIR")
+    os.environ["MODELPORT_CACHE_DIR"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("MODELPORT_CACHE_DIR", None)
+    else:
+        os.environ["MODELPORT_CACHE_DIR"] = previous

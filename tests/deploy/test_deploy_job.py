@@ -7,20 +7,36 @@ import numpy as np
 import pytest
 import yaml
 
-from modelport.deploy.job import deploy
+from modelport.deploy.job import DeployResult, deploy, run_recipe
+from modelport.deploy.recipe import parse_recipe
 from modelport.errors import ConfigError
 from modelport.ir.serde import load
 from modelport.ir.summary import quantization_kind
 from modelport.pack.checksum import verify_manifest
 from modelport.runners.onnxruntime import OrtRunner
 
+from .deploy_models import quick_recipe, write_tiny
+
+FEEDS = {"x": np.random.default_rng(7).normal(size=(2, 3, 8, 8)).astype(np.float32)}
+
+
+def _run(model: Path, out: Path, cache: Path, **stages: object) -> DeployResult:
+    return run_recipe(parse_recipe(quick_recipe(model, out, cache, **stages)))
+
+
+def _status(result: DeployResult) -> dict[str, str]:
+    return {s.name: s.status for s in result.stages}
+
+
+def _shipped(result: DeployResult) -> Path:
+    return result.outdir / "repository" / result.name / "1" / "model.onnx"
+
 
 @pytest.mark.slow
 def test_deploy_builtin_example_end_to_end(tmp_path: Path) -> None:
-    result = deploy(None, tmp_path / "out", bench_seconds=0.6)
+    result = deploy(None, tmp_path / "out", bench_seconds=0.6, cache_dir=tmp_path / "cache")
     repo = tmp_path / "out" / "repository"
     model_file = repo / "example_resnet" / "1" / "model.onnx"
-    assert model_file.exists()
     assert verify_manifest(repo) == []
     config = yaml.safe_load((repo / "example_resnet" / "config.yaml").read_text())
     assert config["max_batch_size"] == 8
@@ -34,10 +50,11 @@ def test_deploy_builtin_example_end_to_end(tmp_path: Path) -> None:
         (8, "fp32"),
         (8, "final"),
     }
+    assert report["quantize"]["sensitivity"]["rows"], "the report's sensitivity chart needs the per-layer table"
     md = (tmp_path / "out" / "report.md").read_text()
-    for section in ("## Optimize", "## Quantize", "## Compare", "## Benchmark", "## Serve"):
+    for section in ("## Optimize", "## Quantize", "## Compare", "## Benchmark", "## Serve", "## Reproduce"):
         assert section in md
-    # The shipped model is what the report says it is, and it runs.
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
     shipped = load(model_file)
     assert quantization_kind(shipped) == ("QDQ" if result.chosen == "int8-static" else "none")
     with OrtRunner(model_file) as runner:
@@ -49,4 +66,118 @@ def test_deploy_rejects_bad_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch must be >= 1"):
         deploy(None, tmp_path, batch=0)
     with pytest.raises(ConfigError, match="plain folder name"):
-        deploy(None, tmp_path, name="a/b")
+        deploy(None, tmp_path, name="a/b", cache_dir=tmp_path / "c")
+
+
+def test_rerun_reuses_every_stage_and_reports_the_same(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    first = _run(model, tmp_path / "out", tmp_path / "cache")
+    assert _status(first) == {
+        "source": "ran",
+        "optimize": "ran",
+        "surgery": "skipped",
+        "quantize": "ran",
+        "compare": "ran",
+        "accuracy": "skipped",
+        "bench": "ran",
+        "write": "ran",
+    }
+    second = _run(model, tmp_path / "out2", tmp_path / "cache")
+    assert second.reused == ["optimize", "quantize", "compare", "bench"]
+    assert second.bench == first.bench and second.compare == first.compare and second.chosen == first.chosen
+    with OrtRunner(_shipped(first)) as a, OrtRunner(_shipped(second)) as b:
+        np.testing.assert_array_equal(a.infer(FEEDS)["y"], b.infer(FEEDS)["y"])
+    assert "Reused from the cache: optimize, quantize, compare, bench." in (tmp_path / "out2" / "report.md").read_text()
+
+
+def test_changed_option_reruns_only_what_depends_on_it(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    _run(model, tmp_path / "out", tmp_path / "cache")
+    more_batches = _run(model, tmp_path / "out", tmp_path / "cache", bench={"batches": [1, 2, 4], "seconds": 0.05})
+    status = _status(more_batches)
+    assert (status["optimize"], status["quantize"], status["compare"], status["bench"]) == (
+        "reused",
+        "reused",
+        "reused",
+        "ran",
+    )
+    per_tensor = _run(model, tmp_path / "out", tmp_path / "cache", quantize={"per_channel": False, "keep": "always"})
+    status = _status(per_tensor)
+    assert per_tensor.chosen == "int8-static"
+    assert status["optimize"] == "reused"
+    assert status["quantize"] == "ran" and status["compare"] == "ran" and status["bench"] == "ran"
+    no_opt = _run(model, tmp_path / "out", tmp_path / "cache", optimize={"enabled": False})
+    assert _status(no_opt)["optimize"] == "skipped" and _status(no_opt)["quantize"] == "ran"
+
+
+def test_two_different_models_never_share_an_entry(tmp_path: Path) -> None:
+    a = write_tiny(tmp_path / "model.onnx", seed=1)
+    result_a = _run(a, tmp_path / "out_a", tmp_path / "cache", quantize={"enabled": False})
+    (tmp_path / "other").mkdir()
+    b = write_tiny(tmp_path / "other" / "model.onnx", seed=2)
+    result_b = _run(b, tmp_path / "out_b", tmp_path / "cache", quantize={"enabled": False})
+    # same file name, same shapes, same options: only the weights differ
+    assert result_b.reused == []
+    with OrtRunner(b) as reference, OrtRunner(_shipped(result_b)) as shipped:
+        np.testing.assert_allclose(shipped.infer(FEEDS)["y"], reference.infer(FEEDS)["y"], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(reference_outputs_batch(a, FEEDS["x"]), reference_outputs_batch(b, FEEDS["x"]))
+    keys_a = {s.key for s in result_a.stages if s.key}
+    assert keys_a and keys_a.isdisjoint(s.key for s in result_b.stages)
+
+
+def test_missed_goal_still_saves_the_model_and_says_by_how_much(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    data = quick_recipe(model, tmp_path / "out", tmp_path / "cache")
+    data["goals"] = {"latency_ms": 1e-6, "min_sqnr_db": 10.0, "throughput": 1.0}
+    result = run_recipe(parse_recipe(data))
+    goals = {g.name: g for g in result.goals}
+    assert goals["min_sqnr_db"].passed and goals["throughput"].passed
+    missed = goals["latency_ms"]
+    assert not missed.passed and missed.measured is not None and missed.measured > 1e-6
+    assert "missed by" in missed.detail
+    assert not result.goals_met and not result.succeeded
+    assert _shipped(result).is_file()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["goals_met"] is False
+    assert "goal latency_ms missed" in " ".join(report["warnings"])
+    assert "MISSED" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_accuracy_stage_and_goals(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 3, 8, 8)).astype(np.float32)
+    labels = reference_outputs_batch(model, x).argmax(1)
+    np.savez(tmp_path / "data.npz", x=x, labels=labels)
+    data = quick_recipe(
+        model,
+        tmp_path / "out",
+        tmp_path / "cache",
+        compare={"batch": 2, "dataset": str(tmp_path / "data.npz"), "metric": "top1"},
+    )
+    data["goals"] = {"accuracy_floor": 0.5, "max_accuracy_drop": 0.5}
+    result = run_recipe(parse_recipe(data))
+    assert result.accuracy is not None and result.accuracy["reference_score"] == pytest.approx(1.0)
+    assert all(g.passed for g in result.goals)
+    assert _status(run_recipe(parse_recipe(data)))["accuracy"] == "reused"
+
+
+def reference_outputs_batch(model: Path, x: np.ndarray) -> np.ndarray:
+    with OrtRunner(model) as runner:
+        return runner.infer({"x": x})["y"]
+
+
+def test_surgery_stage_adds_an_output_and_keeps_the_others(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    surgery = [{"recipe": "identity-output", "options": {"tensor": "f"}}]
+    result = _run(model, tmp_path / "out", tmp_path / "cache", surgery=surgery, quantize={"enabled": False})
+    assert result.surgery is not None
+    step = result.surgery["steps"][0]
+    assert step["passed"] and step["shared_outputs_compared"] == ["y"] and len(step["outputs"]) == 2
+
+
+def test_recipe_output_is_reproducible(tmp_path: Path) -> None:
+    model = write_tiny(tmp_path / "tiny.onnx")
+    result = _run(model, tmp_path / "out", tmp_path / "cache")
+    written = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
+    assert parse_recipe(written) == result.recipe

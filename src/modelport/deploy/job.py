@@ -1,210 +1,409 @@
-"""``deploy``: the main job — inspect, optimize, quantize, compare, bench, write a repository.
+"""``deploy``: the main job — a recipe run stage by stage, every stage verified and cached.
 
-Each stage is verified: the optimizer checks every pass; quantization is compared with FP32 on
-real (calibration) inputs and timed next to it; the final model is compared with the model the
-user gave at batch 1 and at batch N, and both are benchmarked side by side. An INT8 model that
-is slower than FP32, or below its accuracy floor, is not shipped: the FP32 model is, and the
-report says why.
+Stages: source (load, or export from PyTorch) → optimize (every pass verified) → surgery → quantize
+(compared with FP32 on calibration inputs and timed next to it) → compare (final vs the model the user
+gave, at batch 1 and N) → accuracy (task metric, when a dataset is given) → bench (side by side) →
+write (repository, manifest, reports). A quantized model that is slower than FP32 or below its
+accuracy floor is not shipped: the FP32 model is, and the report says why.
+
+Each stage's output is cached under a content key (:mod:`modelport.deploy.cache`), so re-running an
+unchanged recipe reuses everything and says so, and a changed option re-runs only what depends on it.
+Goals are checked at the end; a missed goal still writes the best model found, and the report says
+which goal failed and by how much.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-import yaml
 
-from modelport.bench.harness import BenchResult, bench_interleaved
+from modelport.deploy import stages as st
+from modelport.deploy.cache import StageCache, hash_model, hash_path, machine_fingerprint, tool_versions
+from modelport.deploy.recipe import CalibrationOptions, Recipe, parse_recipe
 from modelport.errors import ConfigError
-from modelport.ir.serde import load, save
-from modelport.ir.summary import ModelSummary, summarize
-from modelport.pack.checksum import write_manifest
-from modelport.passes.manager import OptimizeResult, optimize
-from modelport.quantize.api import QuantizeResult, quantize, stack_samples
-from modelport.quantize.calibration import ImagePreprocess, load_calibration
-from modelport.quantize.hardware import int8_acceleration
-from modelport.runners.onnxruntime import OrtRunner
-from modelport.verify.compare import CompareReport, compare_runners
-from modelport.verify.inputs import InputPlan, generate_feeds, integer_input_ranges
-from modelport.verify.tolerance import SignalTolerance, Tolerance
+from modelport.ir.serde import load, source_path
 
-__all__ = ["FP32_TOLERANCE", "STAGES", "DeployResult", "deploy"]
+__all__ = ["STAGES", "DeployResult", "GoalCheck", "StageRun", "deploy", "run_recipe"]
 
 logger = logging.getLogger(__name__)
 
-#: FP32 final vs FP32 input, both under ORT's full optimizations: the verified pass budget plus
-#: the reassociation noise of ORT's own fusions.
-FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
-STAGES = ("inspect", "optimize", "quantize", "compare", "bench", "write")
+STAGES = ("source", "optimize", "surgery", "quantize", "compare", "accuracy", "bench", "write")
 Feeds = dict[str, np.ndarray[Any, Any]]
 Progress = Callable[[str, str], None]
 
 
 @dataclass
+class StageRun:
+    """How a stage went this time: ran, reused from the cache, or skipped (and why)."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    key: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GoalCheck:
+    """One goal of the recipe against what was measured."""
+
+    name: str
+    goal: float
+    measured: float | None
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class DeployResult:
-    """Everything ``deploy`` measured and wrote."""
+    """Everything ``deploy`` measured and wrote; every field is JSON-able (``to_dict``)."""
 
     name: str
     outdir: Path
     source: str
-    summary: ModelSummary
-    optimized: OptimizeResult
-    calibration: str
-    quantized: QuantizeResult | None
-    chosen: str
-    choice_reason: str
-    comparison: CompareReport
-    comparison_floor: str
-    bench: list[BenchResult] = field(default_factory=list)
+    recipe: Recipe
+    summary: dict[str, Any]
+    calibration: str = ""
+    export: dict[str, Any] | None = None
+    optimize: dict[str, Any] | None = None
+    surgery: dict[str, Any] | None = None
+    quantize: dict[str, Any] | None = None
+    chosen: str = "fp32"
+    choice_reason: str = ""
+    compare: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] | None = None
+    bench: list[dict[str, Any]] = field(default_factory=list)
+    goals: list[GoalCheck] = field(default_factory=list)
+    stages: list[StageRun] = field(default_factory=list)
+    serve_config: dict[str, Any] = field(default_factory=dict)
     repository: Path | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def comparison_passed(self) -> bool:
+        return bool(self.compare.get("passed"))
+
+    @property
+    def goals_met(self) -> bool:
+        return all(g.passed for g in self.goals)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.comparison_passed and self.goals_met
+
+    @property
+    def reused(self) -> list[str]:
+        return [s.name for s in self.stages if s.status == "reused"]
+
+    def commands(self) -> list[str]:
+        """Shell commands that reproduce this deployment and use its result."""
+        out = self.outdir
+        return [
+            f"modelport deploy --config {out / 'recipe.yaml'}",
+            f"modelport serve {out / 'repository'}",
+            f"modelport view {out / 'repository' / self.name / '1' / 'model.onnx'}",
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "source": self.source,
             "outdir": str(self.outdir),
-            "summary": self.summary.to_dict(),
-            "optimize": self.optimized.to_dict(),
+            "recipe": self.recipe.model_dump(mode="json"),
+            "summary": self.summary,
             "calibration": self.calibration,
-            "quantize": self.quantized.to_dict() if self.quantized else None,
+            "export": self.export,
+            "optimize": self.optimize,
+            "surgery": self.surgery,
+            "quantize": self.quantize,
             "chosen": self.chosen,
             "choice_reason": self.choice_reason,
-            "compare": self.comparison.to_dict(),
-            "compare_floor": self.comparison_floor,
+            "compare": self.compare.get("report"),
+            "compare_floor": self.compare.get("criterion"),
             "compare_passed": self.comparison_passed,
-            "bench": [b.to_dict() for b in self.bench],
+            "accuracy": self.accuracy,
+            "bench": self.bench,
+            "goals": [g.to_dict() for g in self.goals],
+            "goals_met": self.goals_met,
+            "stages": [s.to_dict() for s in self.stages],
+            "serve_config": self.serve_config,
             "repository": str(self.repository) if self.repository else None,
+            "commands": self.commands(),
             "warnings": self.warnings,
         }
 
-    @property
-    def comparison_passed(self) -> bool:
-        return self.comparison.passed
+
+@dataclass
+class _Artifact:
+    model: ir.Model
+    hash: str
 
 
-def _calibration(
-    model: ir.Model,
-    calib: str | os.PathLike[str] | None,
-    preprocess: ImagePreprocess | None,
-    builtin: bool,
-) -> tuple[list[Feeds], str]:
-    from modelport.deploy.example import EXAMPLE_INPUT, example_calibration
-    from modelport.ir.specs import specs_of
+class _Run:
+    """One recipe run: the cache, the progress callback, and the stage log."""
 
-    specs = specs_of(model.graph.inputs)
-    if calib is not None:
-        samples = load_calibration(calib, specs, preprocess=preprocess)
-        return samples, f"{len(samples)} samples from {calib}"
-    if builtin:
-        images = example_calibration()
-        return [{EXAMPLE_INPUT: x[None]} for x in images], f"{len(images)} built-in example images"
-    plan = InputPlan(int_ranges=integer_input_ranges(model))
-    samples = [generate_feeds(specs, InputPlan(seed=i, int_ranges=plan.int_ranges)) for i in range(16)]
-    return (
-        samples,
-        "16 GENERATED samples (no --calib given): INT8 ranges and errors are not representative",
+    def __init__(self, recipe: Recipe, cache: StageCache, say: Progress) -> None:
+        self.recipe = recipe
+        self.cache = cache
+        self.say = say
+        self.log: list[StageRun] = []
+
+    def cached(
+        self,
+        stage: str,
+        ingredients: dict[str, Any],
+        compute: Callable[[], tuple[dict[str, Any], ir.Model | None]],
+    ) -> tuple[dict[str, Any], _Artifact | None]:
+        key = StageCache.key(stage, ingredients)
+        started = time.perf_counter()
+        entry = self.cache.get(stage, key)
+        if entry is not None:
+            self.log.append(StageRun(stage, "reused", time.perf_counter() - started, key[:12], f"from {entry.created}"))
+            artifact = (
+                _Artifact(entry.model, entry.model_hash) if entry.model is not None and entry.model_hash else None
+            )
+            return entry.record, artifact
+        record, model = compute()
+        created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        model_hash = self.cache.put(stage, key, record, model=model, ingredients=ingredients, created=created)
+        self.log.append(StageRun(stage, "ran", time.perf_counter() - started, key[:12]))
+        return record, (_Artifact(model, model_hash) if model is not None and model_hash else None)
+
+    def skipped(self, stage: str, why: str) -> None:
+        self.log.append(StageRun(stage, "skipped", note=why))
+
+
+def _versions(*extra: str) -> dict[str, str]:
+    return tool_versions(tuple(extra))
+
+
+def _source(run: _Run) -> tuple[_Artifact, str, str, dict[str, Any] | None]:
+    """The input model, its description, its default name and the export record (PyTorch only)."""
+    source = run.recipe.source
+    if source.example:
+        from modelport.deploy.example import example_model
+
+        model = example_model()
+        run.skipped("source", "built-in example model")
+        return _Artifact(model, hash_model(model)), "built-in example ResNet-style CNN", "example_resnet", None
+    if source.onnx is not None:
+        started = time.perf_counter()
+        model = load(source.onnx)
+        digest = _onnx_hash(source.onnx, model)
+        run.log.append(StageRun("source", "ran", time.perf_counter() - started, digest[:12], "loaded"))
+        return _Artifact(model, digest), str(source.onnx), source.onnx.stem, None
+    assert source.pytorch is not None
+    from modelport.export.factory import load_factory
+
+    loaded = load_factory(source.pytorch)
+    options = run.recipe.stages.export
+    ingredients = {
+        "module": st.module_hash(loaded.module),
+        "factory": source.pytorch,
+        "inputs": source.inputs,
+        "options": options.model_dump(mode="json"),
+        "versions": _versions("torch"),
+    }
+    record, artifact = run.cached("source", ingredients, lambda: st.export_stage(loaded, source, options))
+    assert artifact is not None
+    name = source.pytorch.rpartition(":")[2] or "model"
+    return artifact, f"PyTorch factory {source.pytorch}", name, record
+
+
+def _onnx_hash(path: Path, model: ir.Model) -> str:
+    """The file's content plus any external-data files it refers to."""
+    import hashlib
+
+    digest = hashlib.sha256(hash_path(path).encode())
+    base = path.parent
+    for location in sorted({t.location for t in _external(model)}):
+        digest.update(location.encode())
+        digest.update(hash_path(base / location).encode())
+    return digest.hexdigest()
+
+
+def _external(model: ir.Model) -> list[Any]:
+    return [v.const_value for v in model.graph.initializers.values() if isinstance(v.const_value, ir.ExternalTensor)]
+
+
+def _optimize(run: _Run, current: _Artifact, batch: int) -> tuple[_Artifact, dict[str, Any] | None]:
+    options = run.recipe.stages.optimize
+    if not options.enabled:
+        run.skipped("optimize", "disabled in the recipe")
+        return current, None
+    from modelport.passes.manager import optimize
+
+    def compute() -> tuple[dict[str, Any], ir.Model]:
+        result = optimize(current.model, options.passes, target=options.target, batches=(1, batch))
+        return result.to_dict(), result.model
+
+    ingredients = {"input": current.hash, "options": options.model_dump(mode="json"), "batches": [1, batch]}
+    record, artifact = run.cached("optimize", {**ingredients, "versions": _versions()}, compute)
+    assert artifact is not None
+    return artifact, record
+
+
+def _surgery(run: _Run, current: _Artifact, threads: int | None) -> tuple[_Artifact, dict[str, Any] | None]:
+    steps = run.recipe.stages.surgery
+    if not steps:
+        run.skipped("surgery", "no recipes")
+        return current, None
+    ingredients = {"input": current.hash, "steps": [s.model_dump(mode="json") for s in steps], "versions": _versions()}
+    record, artifact = run.cached("surgery", ingredients, lambda: st.surgery_stage(current.model, steps, threads))
+    assert artifact is not None
+    return artifact, record
+
+
+def _quantize(
+    run: _Run, current: _Artifact, samples: list[Feeds], data_hash: str, threads: int | None
+) -> tuple[_Artifact, dict[str, Any] | None, str, str]:
+    options = run.recipe.stages.quantize
+    if not options.enabled:
+        run.skipped("quantize", "disabled in the recipe")
+        return current, None, "fp32", "quantization disabled in the recipe"
+    batch = run.recipe.stages.compare.batch
+    seconds = min(1.0, run.recipe.stages.bench.seconds)
+    ingredients = {
+        "input": current.hash,
+        "options": options.model_dump(mode="json"),
+        "data": data_hash,
+        "batch": batch,
+        "seconds": seconds,
+        "threads": threads,
+        "machine": machine_fingerprint(),  # the ship-or-not decision is a timing
+        "versions": _versions(),
+    }
+    record, artifact = run.cached(
+        "quantize", ingredients, lambda: st.quantize_stage(current.model, options, samples, batch, seconds, threads)
     )
+    if artifact is None:
+        return current, record, "fp32", str(record["reason"])
+    return artifact, record, options.mode, str(record["reason"])
 
 
-def _choose(result: QuantizeResult | None, accel: list[str]) -> tuple[str, str]:
-    if result is None:
-        return "fp32", "no INT8 candidate"
-    failure = result.accuracy_failure
-    if failure:
-        return "fp32", f"INT8 failed the accuracy floor ({failure}); shipping FP32"
-    if result.slower:
-        return "fp32", f"INT8 was slower than FP32 ({result.speedup:.2f}x); shipping FP32"
-    hw = f"CPU has {', '.join(accel)}" if accel else "no VNNI/AMX, but measured faster"
-    return (
-        "int8-static",
-        f"INT8 static QDQ is {result.speedup:.2f}x faster than FP32 at batch N ({hw})",
-    )
-
-
-def deploy(
-    model: ir.Model | str | os.PathLike[str] | None = None,
-    outdir: str | os.PathLike[str] = "deploy-out",
+def run_recipe(
+    recipe: Recipe,
     *,
-    calib: str | os.PathLike[str] | None = None,
-    preprocess: ImagePreprocess | None = None,
-    batch: int = 8,
-    bench_seconds: float = 2.0,
-    threads: int | None = None,
-    name: str | None = None,
     progress: Progress | None = None,
+    cache: StageCache | None = None,
 ) -> DeployResult:
-    """Run the whole path on ``model`` (default: the built-in example) and write ``outdir``."""
-    from modelport.deploy.example import example_model
+    """Run ``recipe`` and write its output folder; see the module docstring for the stages."""
+    from modelport.ir.summary import summarize
 
     say: Progress = progress or (lambda stage, text: logger.info("%s: %s", stage, text))
-    builtin = model is None
-    if model is None:
-        source_model, source, name = (
-            example_model(),
-            "built-in example ResNet-style CNN",
-            name or "example_resnet",
-        )
-    elif isinstance(model, ir.Model):
-        source_model, source = model, "in-memory model"
-    else:
-        source_model, source = load(model), str(model)
-    name = name or (Path(str(model)).stem if not isinstance(model, ir.Model) and model is not None else "model")
+    settings = recipe.cache
+    run = _Run(recipe, cache or StageCache(settings.dir, enabled=settings.enabled), say)
+    stages = recipe.stages
+    threads = stages.bench.threads
+    say("source", "reading the model")
+    source, source_text, default_name, export_record = _source(run)
+    name = recipe.name or default_name
     _check_name(name)
-    out = Path(outdir)
-    if batch < 1:
-        raise ConfigError(f"batch must be >= 1, got {batch}")
-
-    say("inspect", "reading the model")
-    summary = summarize(source_model)
+    result = DeployResult(name, recipe.output, source_text, recipe, summarize(source.model).to_dict())
+    result.export = export_record
     say("optimize", "running passes, verifying each")
-    optimized = optimize(source_model, batches=(1, batch))
-    say("quantize", "calibrating INT8 and timing it against FP32")
-    samples, calib_text = _calibration(optimized.model, calib, preprocess, builtin)
-    accel = int8_acceleration()
-    qres = quantize(
-        optimized.model,
-        "int8-static",
-        calibration=samples,
-        bench_batch=batch,
-        bench_seconds=min(bench_seconds, 1.5),
-        threads=threads,
+    current, result.optimize = _optimize(run, source, stages.compare.batch)
+    say("surgery", f"{len(stages.surgery)} recipe(s)")
+    current, result.surgery = _surgery(run, current, threads)
+    say("quantize", f"{stages.quantize.mode} against FP32" if stages.quantize.enabled else "disabled")
+    samples, result.calibration, data_hash = st.calibration_samples(
+        current.model, stages.quantize.calibration, recipe.source.example
     )
-    chosen, reason = _choose(qres, accel)
-    final = qres.model if chosen == "int8-static" else optimized.model
-    say("compare", f"{chosen} vs the input model at batch 1 and {batch}")
-    comparison, floor_text = _compare(source_model, final, chosen, samples, batch, threads)
-    say("bench", f"input FP32 vs final {chosen}, batch 1 and {batch}")
-    benches = _bench(source_model, final, chosen, samples, batch, bench_seconds, threads)
-    say("write", f"repository and report under {out}")
-    result = DeployResult(
-        name,
-        out,
-        source,
-        summary,
-        optimized,
-        calib_text,
-        qres,
-        chosen,
-        reason,
-        comparison,
-        floor_text,
-        benches,
-    )
-    result.warnings.extend(qres.warnings)
-    if not comparison.passed:
-        result.warnings.append(f"final model does NOT match the input model within {floor_text}")
-    result.repository = _write_repository(out, name, final, summary, batch, threads)
-    from modelport.deploy.report import write_reports
-
-    write_reports(result)
+    final, result.quantize, result.chosen, result.choice_reason = _quantize(run, current, samples, data_hash, threads)
+    _measure(run, result, source, final, samples, data_hash)
+    result.stages = run.log
+    say("write", f"repository and reports under {recipe.output}")
+    _finish(result, final.model)
     return result
+
+
+def _measure(
+    run: _Run, result: DeployResult, source: _Artifact, final: _Artifact, samples: list[Feeds], data_hash: str
+) -> None:
+    recipe = run.recipe
+    stages, target, threads = recipe.stages, recipe.target, recipe.stages.bench.threads
+    pair = {"input": source.hash, "final": final.hash, "chosen": result.chosen, "target": target}
+    run.say("compare", f"{result.chosen} vs the input model at batch 1 and {stages.compare.batch}")
+    ingredients = {**pair, "data": data_hash, "batch": stages.compare.batch, "versions": _versions()}
+    result.compare, _ = run.cached(
+        "compare",
+        ingredients,
+        lambda: (
+            st.compare_stage(source.model, final.model, result.chosen, samples, stages.compare, target, threads),
+            None,
+        ),
+    )
+    if stages.compare.dataset is not None:
+        run.say("accuracy", f"{stages.compare.metric} on {stages.compare.dataset}")
+        ingredients = {
+            **pair,
+            "dataset": hash_path(stages.compare.dataset),
+            "options": stages.compare.model_dump(mode="json"),
+            "versions": _versions(),
+        }
+        result.accuracy, _ = run.cached(
+            "accuracy",
+            ingredients,
+            lambda: (st.accuracy_stage(source.model, final.model, stages.compare, target, threads), None),
+        )
+    else:
+        run.say("accuracy", "skipped: no dataset in the recipe")
+        run.skipped("accuracy", "no dataset in the recipe")
+    run.say("bench", f"input FP32 vs final {result.chosen}, batch {stages.bench.batches}")
+    bench = stages.bench
+    ingredients = {
+        **pair,
+        "data": data_hash,
+        "options": bench.model_dump(mode="json"),
+        "machine": machine_fingerprint(),
+        "versions": _versions(),
+    }
+    record, _ = run.cached(
+        "bench",
+        ingredients,
+        lambda: (
+            st.bench_stage(
+                source.model, final.model, result.chosen, samples, bench.batches, bench.seconds, target, threads
+            ),
+            None,
+        ),
+    )
+    result.bench = list(record["results"])
+
+
+def _finish(result: DeployResult, final: ir.Model) -> None:
+    from modelport.deploy.goals import check_goals
+    from modelport.deploy.report import write_reports
+    from modelport.deploy.writer import write_recipe, write_repository
+
+    if result.quantize is not None:
+        result.warnings.extend(result.quantize.get("warnings", []))
+    if not result.comparison_passed:
+        result.warnings.append(f"final model does NOT match the input model within {result.compare.get('criterion')}")
+    result.goals = check_goals(result.recipe.goals, result)
+    for goal in result.goals:
+        if not goal.passed:
+            result.warnings.append(f"goal {goal.name} missed: {goal.detail}")
+    started = time.perf_counter()
+    result.repository, result.serve_config = write_repository(result, final)
+    write_recipe(result)
+    result.stages.append(StageRun("write", "ran", time.perf_counter() - started))
+    write_reports(result)
 
 
 def _check_name(name: str) -> None:
@@ -212,79 +411,48 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"model name '{name}' must be a plain folder name (no slashes or spaces)")
 
 
-def _compare(
-    source: ir.Model,
-    final: ir.Model,
-    chosen: str,
-    samples: Sequence[Feeds],
-    batch: int,
-    threads: int | None,
-) -> tuple[CompareReport, str]:
-    data = [
-        ("calibration samples", stack_samples(samples, 1)),
-        (f"calibration samples x{batch}", stack_samples(samples, batch)),
-    ]
-    with (
-        OrtRunner(source, intra_op_threads=threads, name="input fp32") as ref,
-        OrtRunner(final, intra_op_threads=threads, name=f"final {chosen}") as cand,
-    ):
-        if chosen == "int8-static":
-            from modelport.quantize.api import FLOORS
-
-            floor: SignalTolerance = FLOORS["int8-static"]
-            report = compare_runners(cand, ref, tolerance=Tolerance(0.0, 0.0), data=data)
-            _apply_floor(report, floor)
-            return report, str(floor)
-        report = compare_runners(cand, ref, tolerance=FP32_TOLERANCE, data=data)
-        return report, str(FP32_TOLERANCE)
-
-
-def _apply_floor(report: CompareReport, floor: SignalTolerance) -> None:
-    """Judge a lossy comparison by SQNR/cosine instead of elementwise bounds."""
-    for run in report.runs:
-        for diff in run.diffs:
-            why = floor.check(diff.sqnr_db, diff.cosine)
-            diff.passed = why is None and diff.nan_candidate == diff.nan_reference
-            diff.reason = why or "ok"
-            diff.tolerance = str(floor)
-
-
-def _bench(
-    source: ir.Model,
-    final: ir.Model,
-    chosen: str,
-    samples: Sequence[Feeds],
-    batch: int,
-    seconds: float,
-    threads: int | None,
-) -> list[BenchResult]:
-    results = []
-    with (
-        OrtRunner(source, intra_op_threads=threads, name="fp32 (input)") as ref,
-        OrtRunner(final, intra_op_threads=threads, name=f"final ({chosen})") as cand,
-    ):
-        for b in sorted({1, batch}):
-            results.extend(bench_interleaved([ref, cand], stack_samples(samples, b), duration=seconds))
-    return results
+def deploy(
+    model: str | os.PathLike[str] | None = None,
+    outdir: str | os.PathLike[str] = "deploy-out",
+    *,
+    calib: str | os.PathLike[str] | None = None,
+    preprocess: str | None = None,
+    batch: int = 8,
+    bench_seconds: float = 2.0,
+    threads: int | None = None,
+    name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> DeployResult:
+    """Deploy an ONNX file (default: the built-in example) with the default recipe and these options."""
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if model is not None and source_path_of(model) is None:
+        raise ConfigError(f"model must be the path of an .onnx file, got {model!r}")
+    source: dict[str, Any] = {"example": True} if model is None else {"onnx": str(model)}
+    calibration = CalibrationOptions(data=Path(calib) if calib else None, preprocess=preprocess)
+    recipe = parse_recipe(
+        {
+            "name": name,
+            "source": source,
+            "output": str(outdir),
+            "stages": {
+                "quantize": {"calibration": calibration.model_dump(mode="json")},
+                "compare": {"batch": batch},
+                "bench": {"batches": sorted({1, batch}), "seconds": bench_seconds, "threads": threads},
+            },
+            "cache": {"enabled": use_cache, "dir": str(cache_dir) if cache_dir else None},
+        },
+        origin="deploy options",
+    )
+    return run_recipe(recipe, progress=progress)
 
 
-def _write_repository(
-    out: Path, name: str, model: ir.Model, summary: ModelSummary, batch: int, threads: int | None
-) -> Path:
-    repo = out / "repository"
-    version_dir = repo / name / "1"
-    version_dir.mkdir(parents=True, exist_ok=True)
-    save(model, version_dir / "model.onnx")
-    dynamic_batch = all(s.shape and not isinstance(s.shape[0], int) for s in summary.inputs)
-    config: dict[str, Any] = {
-        "platform": "onnxruntime_onnx",
-        "max_batch_size": batch if dynamic_batch else 0,
-        "instance_count": 1,
-    }
-    if threads:
-        config["intra_op_threads"] = threads
-    tmp = repo / name / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, repo / name / "config.yaml")
-    write_manifest(repo)
-    return repo
+def source_path_of(model: Any) -> Path | None:
+    """The path of a model given as a path (None for anything else)."""
+    if isinstance(model, str | os.PathLike):
+        return Path(model)
+    if isinstance(model, ir.Model):
+        return source_path(model)
+    return None
