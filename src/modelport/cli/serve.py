@@ -1,15 +1,28 @@
-"""modelport serve MODEL_OR_REPO: KServe v2 over HTTP (and gRPC with --grpc-port)."""
+"""modelport serve MODEL_OR_REPO_OR_BUNDLE: KServe v2 over HTTP (and gRPC with --grpc-port).
+
+A bundle (``.tar.gz`` from ``modelport pack``) is extracted into a private temporary folder and
+verified against its manifest before anything loads; the folder is removed when the server stops.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve a model or a repository over KServe v2 (HTTP, gRPC)")
-    p.add_argument("source", help="an .onnx file or a repository folder REPO/<name>/<version>/model.onnx")
+    p.add_argument(
+        "source",
+        help="an .onnx file, a repository folder REPO/<name>/<version>/model.onnx, "
+        "or a bundle written by `modelport pack` (.tar.gz)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")
     p.add_argument("--grpc-port", type=int, default=None, help="also serve KServe v2 gRPC on this port")
@@ -61,12 +74,43 @@ def run(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         drain_delay=args.drain_delay,
     )
-    run_server(
-        args.source,
-        host=args.host,
-        port=args.port,
-        grpc_port=args.grpc_port,
-        log_level=args.log_level,
-        options=options,
-    )
+    with _opened(args.source) as source:
+        run_server(
+            source,
+            host=args.host,
+            port=args.port,
+            grpc_port=args.grpc_port,
+            log_level=args.log_level,
+            options=options,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _opened(source: str) -> Iterator[str | os.PathLike[str]]:
+    """The path to serve: a bundle is extracted and verified first (and removed afterwards)."""
+    from modelport.pack.bundle import is_bundle, open_bundle
+
+    if not is_bundle(source):
+        yield source
+        return
+    with _sigterm_unwinds(), open_bundle(source) as root:
+        yield root
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` so the extracted bundle is removed.
+
+    uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
+    kills the process before any ``finally`` runs.
+    """
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -14,11 +14,18 @@ version has one ONNX Runtime session per instance (``instance_count``), so insta
 for one session's thread pool; :meth:`ModelRepository.load` activates them (with the intra-op
 thread budget), :meth:`ModelRepository.unload` frees them. :meth:`ModelRepository.rescan` and
 :meth:`ModelRepository.apply` let a running server (serve/core.py) reload versions.
+
+Integrity: when the repository folder holds a ``manifest.json`` (``deploy`` and ``pack`` write
+one), each version's files — its version folder and the model folder's own files (config,
+pipeline assets), not other versions — are hashed and compared with it before any session is
+created; a changed, missing or unlisted file refuses that version. The manifest entries are part
+of what hot reload compares, so a refused version is tried again once the manifest is rewritten.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -34,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.errors import InputShapeError, ModelNotFoundError, RepositoryError
 from modelport.ir.specs import TensorSpec
+from modelport.pack.checksum import MANIFEST_NAME, Manifest, describe_mismatches, read_manifest
 from modelport.runners.base import Feeds
 from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
 from modelport.serve.pbtxt import TritonConfig, check_declared, read_triton_config
@@ -48,6 +56,7 @@ __all__ = [
     "RepositoryChanges",
     "ServedModel",
     "SpecificVersions",
+    "VersionIntegrity",
     "VersionPolicy",
     "cpu_count",
     "read_config",
@@ -168,12 +177,15 @@ class ServedModel:
     path: Path
     config: ModelConfig
     runners: list[OrtRunner] = field(repr=False)
-    #: What identifies the files on disk (for hot reload): (path, size, mtime) of model and config.
+    #: What identifies the files on disk (for hot reload): (path, size, mtime) of model and config, and the
+    #: manifest entries that cover the version.
     stamp: tuple[Any, ...] = field(default=(), repr=False)
     #: The inputs and outputs a Triton config.pbtxt declares (checked against the model on load).
     declared: TritonConfig | None = field(default=None, repr=False)
     #: The pre- and post-processing stages, built on load when the config has a ``pipeline``.
     pipeline: Pipeline | None = field(default=None, repr=False)
+    #: The repository manifest's entries for this version's files (checked on load), if it has one.
+    integrity: VersionIntegrity | None = field(default=None, repr=False)
 
     @property
     def runner(self) -> OrtRunner:
@@ -193,7 +205,11 @@ class ServedModel:
         """Activate every instance; unset intra-op thread counts take ``intra_op_threads``.
 
         If one instance fails, those already activated are deactivated and the error is raised.
+        A version whose files do not match the repository manifest is refused before any session
+        is created.
         """
+        if self.integrity is not None:
+            self.integrity.verify(self.label)
         try:
             for runner in self.runners:
                 if self.config.intra_op_threads is None:
@@ -260,6 +276,39 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
+class VersionIntegrity:
+    """The manifest entries that cover one model version: its version folder and its model folder's
+    own files (config, pipeline assets), but not the model's other versions."""
+
+    manifest: Manifest = field(compare=False)
+    model: str
+    version_dir: str
+    #: (path, sha256) of every listed file of this version: what hot reload compares.
+    expected: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, manifest: Manifest, model: str, version_dir: str) -> VersionIntegrity:
+        expected = manifest.covering(functools.partial(_in_version, model, version_dir))
+        return cls(manifest, model, version_dir, tuple(expected.items()))
+
+    def covers(self, relative: str) -> bool:
+        """Whether a repository-relative path belongs to this version."""
+        return _in_version(self.model, self.version_dir, relative)
+
+    def verify(self, label: str) -> None:
+        """Hash the files and raise :class:`RepositoryError` naming each one that does not match."""
+        problems = self.manifest.check(self.covers)
+        if problems:
+            raise RepositoryError(
+                f"{label} does not match the repository manifest '{self.manifest.path}': "
+                f"{describe_mismatches(problems)} — restore the verified files; if the change is intended, "
+                f"rewrite the manifest (`modelport pack {self.manifest.root} --rewrite-manifest`, or re-run "
+                f"`modelport deploy`); to serve without integrity checks, delete {self.manifest.path}"
+            )
+        logger.debug("%s matches %s (%d files)", label, self.manifest.path, len(self.expected))
+
+
+@dataclass(frozen=True)
 class RepositoryChanges:
     """What a rescan found: the versions to serve now, and which of them are new or gone."""
 
@@ -283,10 +332,13 @@ class ModelRepository:
     The constructor scans and fails at once on a malformed repository. :meth:`load` and
     :meth:`unload` activate and free every served version; a server that loads models one by one
     and reloads them while serving uses :meth:`rescan` and :meth:`apply` (see serve/core.py).
+    ``verify=False`` ignores the folder's manifest (neither read nor checked).
     """
 
-    def __init__(self, source: str | os.PathLike[str]) -> None:
+    def __init__(self, source: str | os.PathLike[str], *, verify: bool = True) -> None:
         self.root = Path(source)
+        #: Check each version against the folder's manifest.json (when there is one) before it loads.
+        self.verify = verify
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._on_disk: dict[str, list[int]] = {}
         if self.root.is_file():
@@ -337,10 +389,12 @@ class ModelRepository:
             )
         versions = _version_folders(folder)
         self._on_disk[name] = sorted(versions)
+        manifest = read_manifest(self.root) if self.verify and (self.root / MANIFEST_NAME).exists() else None
         served = {}
         for version in _apply_policy(config, sorted(versions), folder):
             path = versions[version] / MODEL_FILE
-            stamp = _stamp(path, folder / CONFIG_FILE, folder / TRITON_CONFIG_FILE)
+            integrity = VersionIntegrity.of(manifest, name, versions[version].name) if manifest else None
+            stamp = (*_stamp(path, folder / CONFIG_FILE, folder / TRITON_CONFIG_FILE), integrity)
             old = known.get(version)
             reuse = old is not None and old.stamp == stamp and old.config == config
             if reuse and old is not None:
@@ -348,6 +402,7 @@ class ModelRepository:
             else:
                 served[version] = _served(name, version, path, config, stamp)
                 served[version].declared = triton
+                served[version].integrity = integrity
         return served
 
     def rescan(self, only: str | None = None) -> RepositoryChanges:
@@ -631,6 +686,13 @@ def _served(name: str, version: int, path: Path, config: ModelConfig, stamp: tup
         for _ in range(config.instance_count)
     ]
     return ServedModel(name=name, version=version, path=path, config=config, runners=runners, stamp=stamp)
+
+
+def _in_version(model: str, version_dir: str, relative: str) -> bool:
+    parts = relative.split("/")
+    if len(parts) < 2 or parts[0] != model:
+        return False
+    return len(parts) == 2 or not _VERSION_DIR.fullmatch(parts[1]) or parts[1] == version_dir
 
 
 def _stamp(*paths: Path) -> tuple[Any, ...]:
