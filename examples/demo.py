@@ -1,7 +1,8 @@
 """`make demo`: deploy the built-in model, serve it, and call it with the stock Triton client.
 
 1. ``modelport deploy`` on the built-in ResNet-style CNN (inspect, optimize, quantize, compare,
-   bench) writes build/demo/repository and build/demo/report.md.
+   bench) writes build/demo/repository and the reports build/demo/report.{html,md,json}; where
+   Chromium is installed, a screenshot of the HTML report goes to build/demo/report.png.
 2. ``modelport serve`` runs the repository as a real process on 127.0.0.1.
 3. ``tritonclient.http`` sends binary and JSON requests; outputs are checked against in-process
    ONNX Runtime, and the served latency is measured.
@@ -42,6 +43,20 @@ def wait_ready(client: object, proc: subprocess.Popen[bytes], timeout: float = 6
     raise SystemExit(f"the server was not ready after {timeout:.0f} s")
 
 
+def _screenshot(page: Path) -> None:
+    from modelport.report.browser import find_chromium, screenshot
+
+    if find_chromium() is None:
+        print("   (no Chromium here: no screenshot of the report)")
+        return
+    try:
+        shot = screenshot(page, page.with_suffix(".png"))
+    except Exception as e:  # a screenshot is a convenience; the demo goes on without it
+        print(f"   (screenshot failed: {e})")
+        return
+    print(f"== screenshot of the report: {shot}")
+
+
 def main() -> int:
     import tritonclient.http as httpclient
 
@@ -51,7 +66,9 @@ def main() -> int:
     cli = [sys.executable, "-m", "modelport.cli.main"]
     print("== modelport deploy (built-in example model)", flush=True)
     subprocess.run([*cli, "deploy", "-o", str(OUT)], check=True)
-    print(f"\n== report: {OUT / 'report.md'}\n")
+    print(f"\n== HTML report: {(OUT / 'report.html').resolve()}  (also report.md, report.json)")
+    _screenshot(OUT / "report.html")
+    print()
     report = (OUT / "report.md").read_text()
     print("## Benchmark" + report.split("## Benchmark")[1].split("## Serve")[0].rstrip())
 
