@@ -181,3 +181,52 @@ def test_recipe_output_is_reproducible(tmp_path: Path) -> None:
     result = _run(model, tmp_path / "out", tmp_path / "cache")
     written = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
     assert parse_recipe(written) == result.recipe
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            self.fc.weight.mul_(scale)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def small():
+    torch.manual_seed(0)
+    return Net(1.0)
+
+
+def scaled():
+    torch.manual_seed(0)
+    return Net(2.0)
+"""
+
+
+@pytest.mark.torch
+def test_pytorch_source_is_exported_once_and_keyed_by_weights(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "nets.py").write_text(FACTORY)
+
+    def recipe(factory: str) -> dict[str, object]:
+        data = quick_recipe(tmp_path / "unused.onnx", tmp_path / "out", tmp_path / "cache", quantize={"enabled": False})
+        data["source"] = {"pytorch": f"{tmp_path / 'nets.py'}:{factory}", "inputs": ["x:1x3x8x8"]}
+        data["stages"]["export"] = {"dynamic_axes": {"x": {0: "batch"}}}  # type: ignore[index]
+        return data
+
+    first = run_recipe(parse_recipe(recipe("small")))
+    assert _status(first)["source"] == "ran" and first.export is not None and first.export["passed"]
+    again = run_recipe(parse_recipe(recipe("small")))
+    assert _status(again)["source"] == "reused"
+    # same class and source code, different weights: a different model, so nothing is reused
+    other = run_recipe(parse_recipe(recipe("scaled")))
+    assert other.reused == []
