@@ -40,7 +40,7 @@ def write_tiny(path: Path, seed: int = 0) -> Path:
 def quick_recipe(model: Path, out: Path, cache: Path, **stages: object) -> dict[str, object]:
     """A recipe mapping that runs fast: short benches, batch 2."""
     base: dict[str, object] = {
-        "compare": {"batch": 2},
+        "verify": {"batch": 2},
         "bench": {"batches": [1, 2], "seconds": 0.05},
     }
     base.update(stages)

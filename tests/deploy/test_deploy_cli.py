@@ -24,7 +24,7 @@ def test_print_config_writes_the_resolved_recipe(tmp_path: Path, capsys: pytest.
     assert main(["deploy", "model.onnx", "--batch", "4", "--print-config"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["source"]["onnx"] == "model.onnx"
-    assert resolved["stages"]["compare"]["batch"] == 4
+    assert resolved["stages"]["verify"]["batch"] == 4
     assert resolved["stages"]["bench"]["batches"] == [1, 4]
     assert resolved["stages"]["quantize"]["mode"] == "int8-static"  # defaults written out
     recipe = _write_recipe(tmp_path)

@@ -153,12 +153,14 @@ def test_accuracy_stage_and_goals(tmp_path: Path) -> None:
         model,
         tmp_path / "out",
         tmp_path / "cache",
-        compare={"batch": 2, "dataset": str(tmp_path / "data.npz"), "metric": "top1"},
+        verify={"batch": 2, "dataset": str(tmp_path / "data.npz"), "metric": "top1"},
     )
     data["goals"] = {"accuracy_floor": 0.5, "max_accuracy_drop": 0.5}
+    data["stages"]["quantize"] = {"max_accuracy_drop": 0.2, "keep": "always"}  # type: ignore[index]
     result = run_recipe(parse_recipe(data))
     assert result.accuracy is not None and result.accuracy["reference_score"] == pytest.approx(1.0)
     assert all(g.passed for g in result.goals)
+    assert result.quantize is not None and result.quantize["mixed_precision"]["budget"].startswith("top1")
     assert _status(run_recipe(parse_recipe(data)))["accuracy"] == "reused"
 
 

@@ -60,8 +60,8 @@ def test_bad_value_names_allowed_values() -> None:
         ),
         (_recipe(stages={"quantize": {"enabled": False, "mode": "fp16"}}), "disabled: remove its other options"),
         (_recipe(stages={"export": {"opset": 18}}), "export only applies to a pytorch source"),
-        (_recipe(stages={"compare": {"dataset": "d.npz"}}), "dataset and metric go together"),
-        (_recipe(goals={"accuracy_floor": 0.7}), "accuracy goals need stages.compare.dataset"),
+        (_recipe(stages={"verify": {"dataset": "d.npz"}}), "dataset and metric go together"),
+        (_recipe(goals={"accuracy_floor": 0.7}), "accuracy goals need stages.verify.dataset"),
         (_recipe(stages={"serve": {"max_queue_delay_ms": 2}}), "only applies with dynamic_batching"),
         (_recipe(stages={"bench": {"batches": [0]}}), "batches must be positive"),
     ],
@@ -89,9 +89,7 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
 def test_load_recipe_resolves_paths_against_its_folder(tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
     path = tmp_path / "r" / "deploy.yaml"
-    path.write_text(
-        yaml.safe_dump({"source": {"onnx": "m.onnx"}, "output": "out", "stages": {"compare": {"batch": 2}}})
-    )
+    path.write_text(yaml.safe_dump({"source": {"onnx": "m.onnx"}, "output": "out", "stages": {"verify": {"batch": 2}}}))
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     assert recipe.source.onnx == tmp_path / "r" / "m.onnx"
@@ -111,3 +109,14 @@ def test_load_recipe_errors(tmp_path: Path) -> None:
         ConfigError, match=r"recipe '.*wrong.yaml' is invalid:\n  unknown key 'stagez' — did you mean 'stages'"
     ):
         load_recipe(wrong)
+
+
+def test_accuracy_budget_is_one_kind_and_needs_its_data() -> None:
+    with pytest.raises(ConfigError, match="min_sqnr_db OR max_accuracy_drop, not both"):
+        parse_recipe(_recipe(stages={"quantize": {"min_sqnr_db": 30, "max_accuracy_drop": 0.01}}))
+    with pytest.raises(ConfigError, match=r"max_accuracy_drop needs stages\.verify\.dataset and metric"):
+        parse_recipe(_recipe(stages={"quantize": {"max_accuracy_drop": 0.01}}))
+    recipe = parse_recipe(
+        _recipe(stages={"quantize": {"max_accuracy_drop": 0.01}, "verify": {"dataset": "d.npz", "metric": "top1"}})
+    )
+    assert recipe.stages.quantize.max_accuracy_drop == 0.01

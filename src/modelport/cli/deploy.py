@@ -65,7 +65,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
             "output": args.output or "deploy-out",
             "stages": {
                 "quantize": {"calibration": {k: v for k, v in calibration.items() if v is not None}},
-                "compare": {"batch": batch},
+                "verify": {"batch": batch},
                 "bench": {
                     "batches": sorted({1, batch}),
                     "seconds": 2.0 if args.bench_seconds is None else args.bench_seconds,

@@ -269,7 +269,7 @@ def _verification(result: DeployResult) -> str:
 def _accuracy(result: DeployResult) -> str:
     a = result.accuracy
     if a is None:
-        return _section("accuracy", "Accuracy", _empty("No dataset and metric in the recipe (stages.compare.dataset)."))
+        return _section("accuracy", "Accuracy", _empty("No dataset and metric in the recipe (stages.verify.dataset)."))
     rows = [
         ["input model", _num(a["reference_score"], ".4f")],
         ["final model", _num(a["candidate_score"], ".4f")],

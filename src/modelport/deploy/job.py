@@ -276,24 +276,34 @@ def _quantize(
     if not options.enabled:
         run.skipped("quantize", "disabled in the recipe")
         return current, None, "fp32", "quantization disabled in the recipe"
-    batch = run.recipe.stages.compare.batch
+    batch = run.recipe.stages.verify.batch
     seconds = min(1.0, run.recipe.stages.bench.seconds)
     ingredients = {
         "input": current.hash,
         "options": options.model_dump(mode="json"),
         "data": data_hash,
         "batch": batch,
+        "budget_data": _budget_data(run.recipe) if options.max_accuracy_drop is not None else None,
         "seconds": seconds,
         "threads": threads,
         "machine": machine_fingerprint(),  # the ship-or-not decision is a timing
         "versions": _versions(),
     }
     record, artifact = run.cached(
-        "quantize", ingredients, lambda: st.quantize_stage(current.model, options, samples, batch, seconds, threads)
+        "quantize",
+        ingredients,
+        lambda: st.quantize_stage(current.model, options, run.recipe.stages.verify, samples, seconds, threads),
     )
     if artifact is None:
         return current, record, "fp32", str(record["reason"])
     return artifact, record, options.mode, str(record["reason"])
+
+
+def _budget_data(recipe: Recipe) -> dict[str, Any]:
+    """What a task-metric budget reads: the dataset's content and how it is scored."""
+    verify = recipe.stages.verify
+    assert verify.dataset is not None
+    return {"dataset": hash_path(verify.dataset), "metric": verify.metric, "preprocess": verify.preprocess}
 
 
 def run_recipe(
@@ -317,7 +327,7 @@ def run_recipe(
     result = DeployResult(name, recipe.output, source_text, recipe, summarize(source.model).to_dict())
     result.export = export_record
     say("optimize", "running passes, verifying each")
-    current, result.optimize = _optimize(run, source, stages.compare.batch)
+    current, result.optimize = _optimize(run, source, stages.verify.batch)
     say("surgery", f"{len(stages.surgery)} recipe(s)")
     current, result.surgery = _surgery(run, current, threads)
     say("quantize", f"{stages.quantize.mode} against FP32" if stages.quantize.enabled else "disabled")
@@ -338,28 +348,28 @@ def _measure(
     recipe = run.recipe
     stages, target, threads = recipe.stages, recipe.target, recipe.stages.bench.threads
     pair = {"input": source.hash, "final": final.hash, "chosen": result.chosen, "target": target}
-    run.say("compare", f"{result.chosen} vs the input model at batch 1 and {stages.compare.batch}")
-    ingredients = {**pair, "data": data_hash, "batch": stages.compare.batch, "versions": _versions()}
+    run.say("compare", f"{result.chosen} vs the input model at batch 1 and {stages.verify.batch}")
+    ingredients = {**pair, "data": data_hash, "batch": stages.verify.batch, "versions": _versions()}
     result.compare, _ = run.cached(
         "compare",
         ingredients,
         lambda: (
-            st.compare_stage(source.model, final.model, result.chosen, samples, stages.compare, target, threads),
+            st.compare_stage(source.model, final.model, result.chosen, samples, stages.verify, target, threads),
             None,
         ),
     )
-    if stages.compare.dataset is not None:
-        run.say("accuracy", f"{stages.compare.metric} on {stages.compare.dataset}")
+    if stages.verify.dataset is not None:
+        run.say("accuracy", f"{stages.verify.metric} on {stages.verify.dataset}")
         ingredients = {
             **pair,
-            "dataset": hash_path(stages.compare.dataset),
-            "options": stages.compare.model_dump(mode="json"),
+            "dataset": hash_path(stages.verify.dataset),
+            "options": stages.verify.model_dump(mode="json"),
             "versions": _versions(),
         }
         result.accuracy, _ = run.cached(
             "accuracy",
             ingredients,
-            lambda: (st.accuracy_stage(source.model, final.model, stages.compare, target, threads), None),
+            lambda: (st.accuracy_stage(source.model, final.model, stages.verify, target, threads), None),
         )
     else:
         run.say("accuracy", "skipped: no dataset in the recipe")
@@ -439,7 +449,7 @@ def deploy(
             "output": str(outdir),
             "stages": {
                 "quantize": {"calibration": calibration.model_dump(mode="json")},
-                "compare": {"batch": batch},
+                "verify": {"batch": batch},
                 "bench": {"batches": sorted({1, batch}), "seconds": bench_seconds, "threads": threads},
             },
             "cache": {"enabled": use_cache, "dir": str(cache_dir) if cache_dir else None},

@@ -26,7 +26,6 @@ from modelport.errors import ConfigError
 __all__ = [
     "BenchStage",
     "CalibrationOptions",
-    "CompareStage",
     "ExportStage",
     "Goals",
     "OptimizeStage",
@@ -36,6 +35,7 @@ __all__ = [
     "Source",
     "Stages",
     "SurgeryStep",
+    "VerifyStage",
     "load_recipe",
     "parse_recipe",
     "resolved_yaml",
@@ -102,6 +102,9 @@ class QuantizeStage(_Strict):
     per_channel: bool = True
     calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
     min_sqnr_db: float | None = Field(default=None, description="accuracy budget: keep layers in FP32 to reach it")
+    max_accuracy_drop: float | None = Field(
+        default=None, ge=0, description="accuracy budget on stages.verify's dataset and metric (mixed precision)"
+    )
     sensitivity: bool = Field(default=True, description="measure each layer alone in INT8 (the report's chart)")
     keep: Literal["auto", "always"] = Field(
         default="auto", description="auto: ship the quantized model only if faster and accurate; always: ship it"
@@ -113,12 +116,16 @@ class QuantizeStage(_Strict):
             stray = [k for k in ("data", "preprocess") if getattr(self.calibration, k)]
             if stray or self.calibration.method != "minmax":
                 raise ValueError(f"calibration options are only used by mode int8-static, not {self.mode}")
-            if self.min_sqnr_db is not None or not self.sensitivity:
-                raise ValueError(f"min_sqnr_db and sensitivity are only used by mode int8-static, not {self.mode}")
+            if self.min_sqnr_db is not None or self.max_accuracy_drop is not None or not self.sensitivity:
+                raise ValueError(
+                    f"min_sqnr_db, max_accuracy_drop and sensitivity are only used by mode int8-static, not {self.mode}"
+                )
+        if self.min_sqnr_db is not None and self.max_accuracy_drop is not None:
+            raise ValueError("an accuracy budget is min_sqnr_db OR max_accuracy_drop, not both")
         return self
 
 
-class CompareStage(_Strict):
+class VerifyStage(_Strict):
     """Final model vs the input model, and optionally a task metric on a labelled dataset."""
 
     batch: int = Field(default=8, ge=1)
@@ -127,7 +134,7 @@ class CompareStage(_Strict):
     preprocess: str | None = None
 
     @model_validator(mode="after")
-    def _metric_needs_dataset(self) -> CompareStage:
+    def _metric_needs_dataset(self) -> VerifyStage:
         if (self.dataset is None) != (self.metric is None):
             raise ValueError("dataset and metric go together: give both, or neither")
         if self.preprocess and self.dataset is None:
@@ -165,7 +172,7 @@ class Stages(_Strict):
     optimize: OptimizeStage = Field(default_factory=OptimizeStage)
     surgery: list[SurgeryStep] = Field(default_factory=list)
     quantize: QuantizeStage = Field(default_factory=QuantizeStage)
-    compare: CompareStage = Field(default_factory=CompareStage)
+    verify: VerifyStage = Field(default_factory=VerifyStage)
     bench: BenchStage = Field(default_factory=BenchStage)
     serve: ServeStage = Field(default_factory=ServeStage)
 
@@ -199,8 +206,10 @@ class Recipe(_Strict):
         if self.source.pytorch is None and self.stages.export != ExportStage():
             raise ValueError("stages.export only applies to a pytorch source")
         accuracy = self.goals.accuracy_floor is not None or self.goals.max_accuracy_drop is not None
-        if accuracy and self.stages.compare.dataset is None:
-            raise ValueError("accuracy goals need stages.compare.dataset and metric to measure them")
+        if accuracy and self.stages.verify.dataset is None:
+            raise ValueError("accuracy goals need stages.verify.dataset and metric to measure them")
+        if self.stages.quantize.max_accuracy_drop is not None and self.stages.verify.dataset is None:
+            raise ValueError("stages.quantize.max_accuracy_drop needs stages.verify.dataset and metric to measure it")
         if not self.stages.quantize.enabled and self.stages.quantize != QuantizeStage(enabled=False):
             raise ValueError("stages.quantize is disabled: remove its other options, or enable it")
         return self
@@ -293,7 +302,7 @@ def _relative_to(recipe: Recipe, base: Path) -> Recipe:
             "stages": stages.model_copy(
                 update={
                     "quantize": stages.quantize.model_copy(update={"calibration": calibration}),
-                    "compare": stages.compare.model_copy(update={"dataset": fix(stages.compare.dataset)}),
+                    "verify": stages.verify.model_copy(update={"dataset": fix(stages.verify.dataset)}),
                 }
             ),
             "cache": recipe.cache.model_copy(update={"dir": fix(recipe.cache.dir)}),

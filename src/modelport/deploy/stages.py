@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelport.bench.harness import bench_interleaved
-from modelport.deploy.recipe import CalibrationOptions, CompareStage, QuantizeStage, Source, SurgeryStep, Target
+from modelport.deploy.recipe import CalibrationOptions, QuantizeStage, Source, SurgeryStep, Target, VerifyStage
 from modelport.errors import ConfigError, VerificationError
 from modelport.quantize.api import QuantizeResult, stack_samples
 from modelport.runners.base import Runner
@@ -202,14 +202,34 @@ def choose(result: QuantizeResult, keep: str) -> tuple[bool, str]:
     return True, f"{result.mode} is {speed} ({hw if result.mode.startswith('int8') else 'CPU'})"
 
 
+def _budget(model: ir.Model, options: QuantizeStage, verify: VerifyStage) -> Any:
+    from modelport.ir.specs import specs_of
+    from modelport.quantize.calibration import parse_preprocess
+    from modelport.quantize.mixed import AccuracyBudget
+    from modelport.verify.dataset import load_dataset
+
+    if options.min_sqnr_db is not None:
+        return AccuracyBudget.floor(options.min_sqnr_db)
+    if options.max_accuracy_drop is None or verify.dataset is None or verify.metric is None:
+        return None
+    pre = parse_preprocess(verify.preprocess) if verify.preprocess else None
+    dataset = load_dataset(verify.dataset, specs_of(model.graph.inputs), preprocess=pre)
+    return AccuracyBudget.task(dataset, verify.metric, max_drop=options.max_accuracy_drop)
+
+
 def quantize_stage(
-    model: ir.Model, options: QuantizeStage, samples: list[Feeds], batch: int, seconds: float, threads: int | None
+    model: ir.Model,
+    options: QuantizeStage,
+    verify: VerifyStage,
+    samples: list[Feeds],
+    seconds: float,
+    threads: int | None,
 ) -> tuple[dict[str, Any], ir.Model | None]:
     """Quantize, measure against FP32, and decide; the model is returned only when it is to ship."""
     from modelport.quantize.api import quantize
-    from modelport.quantize.mixed import AccuracyBudget
 
-    budget = AccuracyBudget.floor(options.min_sqnr_db) if options.min_sqnr_db is not None else None
+    budget = _budget(model, options, verify)
+    batch = verify.batch
     result = quantize(
         model,
         options.mode,
@@ -236,7 +256,7 @@ def compare_stage(
     final: ir.Model,
     chosen: str,
     samples: Sequence[Feeds],
-    options: CompareStage,
+    options: VerifyStage,
     target: Target,
     threads: int | None,
 ) -> dict[str, Any]:
@@ -274,7 +294,7 @@ def _apply_floor(report: Any, floor: SignalTolerance) -> None:
 
 
 def accuracy_stage(
-    source: ir.Model, final: ir.Model, options: CompareStage, target: Target, threads: int | None
+    source: ir.Model, final: ir.Model, options: VerifyStage, target: Target, threads: int | None
 ) -> dict[str, Any]:
     """The task metric of both models on the labelled dataset."""
     from modelport.ir.specs import specs_of
@@ -283,7 +303,7 @@ def accuracy_stage(
     from modelport.verify.dataset import load_dataset
 
     if options.dataset is None or options.metric is None:
-        raise ConfigError("the accuracy stage needs stages.compare.dataset and metric")
+        raise ConfigError("the accuracy stage needs stages.verify.dataset and metric")
     pre = parse_preprocess(options.preprocess) if options.preprocess else None
     dataset = load_dataset(options.dataset, specs_of(source.graph.inputs), preprocess=pre)
     metric = resolve_metric(options.metric)
