@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(MAKE) lint
+	-@sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 format: $(STAMP)

@@ -62,7 +62,7 @@ def start_viewer(
     try:
         import netron
     except ImportError as e:
-        raise ConfigError("modelport view needs the 'netron' package — pip install 'modelport[view]'") from e
+        raise ConfigError("modelport view needs the 'netron' package — pip install netron") from e
     address = netron.serve(str(path), None, (host, port), browse=browse)
     bound_host, bound_port = address
     viewer = Viewer(str(bound_host), int(bound_port), path)
