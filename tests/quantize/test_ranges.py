@@ -99,6 +99,51 @@ def test_three_methods_give_clearly_different_ranges_on_outliers() -> None:
     assert abs(entropy.high - percentile.high) > 1.0
 
 
+def _brute_force_mse(values: np.ndarray[Any, Any], threshold: float, steps: float) -> float:
+    """Mean squared error of rounding ``|values|`` to ``steps`` steps over [0, threshold], clipping beyond."""
+    magnitude = np.abs(values)
+    delta = threshold / steps
+    quantized = np.minimum(np.round(magnitude / delta) * delta, threshold)
+    return float(np.mean((magnitude - quantized) ** 2))
+
+
+def test_mse_picks_the_threshold_with_least_squared_error() -> None:
+    model = ir.from_onnx_text(OUTLIER_MODEL)
+    samples = outlier_samples()
+    x = collect_ranges(model, samples, method="mse").ranges["x"]
+    values = np.concatenate([s["x"].ravel() for s in samples]).astype(np.float64)
+    values = values[values != 0]
+    minmax = collect_ranges(model, samples, method="minmax").ranges["x"]
+    # Three outliers near 100 among 65536 N(0, 1) values: clipping them to the body would cost
+    # ~96² each, far more than the coarser rounding of keeping most of their range — so MSE keeps
+    # them (unlike Percentile and Entropy, which clip to the body) but trims the emptiest top.
+    assert x.low == -x.high and 50.0 < x.high < minmax.high
+    chosen = _brute_force_mse(values, x.high, 127.5)
+    for other in (x.high * 0.8, minmax.high, 6.25, 4.0):
+        assert chosen <= _brute_force_mse(values, other, 127.5) * 1.02, other
+    percentile = collect_ranges(model, samples, method="percentile", percentile=99.99).ranges["x"]
+    entropy = collect_ranges(model, samples, method="entropy").ranges["x"]
+    assert len({minmax.high, percentile.high, entropy.high, x.high}) == 4
+
+
+def test_mse_bins_matches_brute_force_on_a_histogram() -> None:
+    from modelport.quantize.ranges import mse_bins
+
+    rng = np.random.default_rng(5)
+    hist = np.bincount(np.minimum(rng.exponential(40, 200_000).astype(int), 1023), minlength=1024)
+    centres = np.arange(1024) + 0.5
+
+    def error(t: int, steps: float) -> float:
+        inside = hist[:t].sum() * (t / steps) ** 2 / 12
+        beyond = (hist[t:] * (centres[t:] - t) ** 2).sum()
+        return float(inside + beyond)
+
+    for one_sided, steps in ((True, 255.0), (False, 127.5)):
+        best = min(range(16, 1025), key=lambda t: error(t, steps))
+        assert mse_bins(hist, one_sided=one_sided) == best
+    assert mse_bins(np.zeros(64, np.int64), one_sided=True) == 64
+
+
 def test_entropy_resolves_the_body_with_more_bins() -> None:
     model = ir.from_onnx_text(OUTLIER_MODEL)
     result = collect_ranges(model, outlier_samples(), method="entropy", bins=16384)
@@ -517,7 +562,7 @@ def test_range_set_views() -> None:
         "from_cache": False,
         "ranges": {"a": {"low": -1.0, "high": 2.5}},
     }
-    assert ranges_module.METHODS == ("minmax", "entropy", "percentile")
+    assert ranges_module.METHODS == ("minmax", "entropy", "percentile", "mse")
 
 
 def test_entropy_is_not_fooled_by_the_zeros_a_relu_leaves() -> None:

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     calib.add_argument(
         "--method",
         default="minmax",
-        choices=["minmax", "entropy", "percentile"],
+        choices=["minmax", "entropy", "percentile", "mse"],
         help="calibration method (default %(default)s)",
     )
     calib.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (%(default)s)")

@@ -87,7 +87,7 @@ class SurgeryStep(_Strict):
 class CalibrationOptions(_Strict):
     data: Path | None = Field(default=None, description=".npy, .npz or a folder of images")
     preprocess: str | None = Field(default=None, description="image preprocessing, as 'quantize --preprocess'")
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    method: Literal["minmax", "entropy", "percentile", "mse"] = "minmax"
 
     @model_validator(mode="after")
     def _preprocess_needs_images(self) -> CalibrationOptions:

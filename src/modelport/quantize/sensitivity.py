@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray[Any, Any]]
-Method = Literal["minmax", "entropy", "percentile"]
+Method = Literal["minmax", "entropy", "percentile", "mse"]
 #: ``progress(done, total)``: called after each layer's variant is measured.
 Progress = Callable[[int, int], None]
 
