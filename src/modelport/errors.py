@@ -8,6 +8,10 @@ how to fix it; the underlying cause is chained with ``raise ... from``.
 
     ModelportError
     ├── ModelLoadError          a file is missing, is not ONNX, or is truncated
+    │   ├── EncryptedModelError   (modelport.protect) an encrypted model cannot be opened
+    │   │   ├── MissingKeyError   it is encrypted and no key was given
+    │   │   └── DecryptionError   wrong key, or the file was modified
+    │   └── NotEncryptedError     decrypting a file that is not encrypted
     ├── ModelSaveError          the output cannot be written (or would overwrite the input)
     ├── InvalidModelError       the model loads but is not valid (checker, unsupported construct)
     ├── InputError              feeds do not match a model's inputs
@@ -21,6 +25,7 @@ how to fix it; the underlying cause is chained with ``raise ... from``.
     ├── CalibrationDataError    calibration data cannot be read or does not fit the model
     ├── VerificationError       two models or engines disagree beyond tolerance
     ├── ConfigError             a configuration file or option is invalid
+    │   └── KeyFileError          (modelport.protect) a key file or key variable is malformed
     ├── RepositoryError         a model repository is malformed, or a model/version is unknown
     │   ├── ModelNotFoundError  a model or version is not in the repository
     │   └── ModelNotReadyError  a model is known but not loaded (starting, stopping, unloaded, stuck)

@@ -1,8 +1,10 @@
-"""Reading and writing models. The only module that touches the ``onnx`` protobuf package.
+"""Reading and writing models. The only module that touches the ``onnx`` protobuf package (besides
+:mod:`modelport.protect.preview`, which lays out weights-only encrypted files).
 
 Everything else in modelport works on :class:`onnx_ir.Model`. Loading keeps external data lazy;
 saving writes to a temporary file next to the target and renames it, so a failed save never
-leaves a half-written model behind and never destroys what the user had.
+leaves a half-written model behind and never destroys what the user had. A model file encrypted by
+:mod:`modelport.protect` is decrypted in memory on load; its plaintext never reaches the disk.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
 from modelport.errors import InvalidModelError, ModelLoadError, ModelSaveError
+
+if TYPE_CHECKING:
+    from modelport.protect import Decrypted
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
@@ -47,12 +52,13 @@ _PROTOBUF_LIMIT = (1 << 31) - 1
 def load(source: str | os.PathLike[str] | bytes) -> ir.Model:
     """Load an ONNX model from a path or from serialized bytes.
 
-    External data stays on disk until a tensor is read. Raises :class:`ModelLoadError` for a
-    missing file, a file that is not an ONNX model, or a truncated one.
+    External data stays on disk until a tensor is read. A file encrypted by
+    :mod:`modelport.protect` is decrypted in memory with the active key. Raises
+    :class:`ModelLoadError` (or a subclass) for a missing file, a file that is not an ONNX model, a
+    truncated one, and an encrypted one without the right key or modified after encryption.
     """
     if isinstance(source, bytes | bytearray | memoryview):
-        model = from_bytes(bytes(source), what="the given bytes")
-        return model
+        return _load_bytes(bytes(source))
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"model file '{path}' does not exist — check the path")
@@ -60,12 +66,60 @@ def load(source: str | os.PathLike[str] | bytes) -> ir.Model:
         raise ModelLoadError(f"'{path}' is a directory, not an ONNX file — pass the path of the .onnx file inside it")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file '{path}' is empty — re-export or re-download it")
+    encrypted = _load_encrypted(path)
+    model = encrypted if encrypted is not None else _load_file(path)
+    _check_complete(model, f"model file '{path}'")
+    model.meta[_SOURCE_KEY] = str(path.resolve())
+    return model
+
+
+def _load_bytes(data: bytes) -> ir.Model:
+    from modelport.protect import ENCRYPTED_META, active_key, decrypt_bytes
+    from modelport.protect.crypto import looks_sealed
+    from modelport.protect.preview import looks_like_preview
+
+    if not (looks_sealed(data) or looks_like_preview(data[:64])):
+        return from_bytes(data, what="the given bytes")
+    decrypted = decrypt_bytes(data, active_key(), what="the given bytes")
+    model = from_bytes(decrypted.payload, what="the decrypted bytes")
+    model.meta[ENCRYPTED_META] = decrypted.mode.label
+    return model
+
+
+def _load_file(path: Path) -> ir.Model:
     try:
         model = ir.load(path)
     except Exception as e:
         raise ModelLoadError(_parse_failure(path, e)) from e
-    _check_complete(model, f"model file '{path}'")
-    model.meta[_SOURCE_KEY] = str(path.resolve())
+    return _decrypt_resaved(path, model)
+
+
+def _load_encrypted(path: Path) -> ir.Model | None:
+    """An encrypted file (recognised by its first bytes) decrypted in memory; None for a plain file.
+
+    The key is the active one (:func:`modelport.protect.active_key`); nothing is written to disk.
+    """
+    from modelport.protect import open_encrypted
+
+    decrypted = open_encrypted(path)
+    return None if decrypted is None else _from_decrypted(path, decrypted)
+
+
+def _decrypt_resaved(path: Path, model: ir.Model) -> ir.Model:
+    """A weights-only encrypted file that another tool re-saved is recognised only once parsed."""
+    from modelport.protect import active_key, decrypt_bytes
+    from modelport.protect.preview import MARKER_KEY
+
+    if MARKER_KEY not in model.metadata_props:
+        return model
+    return _from_decrypted(path, decrypt_bytes(path.read_bytes(), active_key(), what=f"model file '{path}'"))
+
+
+def _from_decrypted(path: Path, decrypted: Decrypted) -> ir.Model:
+    from modelport.protect import ENCRYPTED_META
+
+    model = from_bytes(decrypted.payload, what=f"the decrypted model '{path}'")
+    model.meta[ENCRYPTED_META] = decrypted.mode.label
     return model
 
 

@@ -47,6 +47,14 @@ class OrtFusionsPass(Pass):
         if weight_bytes(model) > _MAX_WEIGHT_BYTES:
             logger.debug("ort-fusions: skip, weights over %d bytes", _MAX_WEIGHT_BYTES)
             return ir.passes.PassResult(model, modified=False)
+        from modelport.protect import ENCRYPTED_META
+
+        if ENCRYPTED_META in model.meta:
+            # ONNX Runtime hands back its fused graph only as a file: that would be plaintext on disk.
+            logger.warning(
+                "ort-fusions: skipped for a model decrypted from an encrypted file (ORT writes the result to disk)"
+            )
+            return ir.passes.PassResult(model, modified=False)
         nodes_before = sum(1 for _ in model.graph)
         with tempfile.TemporaryDirectory(prefix="modelport-ort-") as tmp:
             path = Path(tmp) / "optimized.onnx"

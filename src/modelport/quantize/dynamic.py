@@ -418,6 +418,18 @@ def _prepared(model: ir.Model) -> tuple[ir.Model, list[str]]:
     return work, gemms
 
 
+def _refuse_encrypted(model: ir.Model) -> None:
+    """ONNX Runtime's dynamic quantizer only reads and writes files: refuse to put decrypted plaintext there."""
+    from modelport.protect import ENCRYPTED_META
+
+    if ENCRYPTED_META in model.meta:
+        raise QuantizationError(
+            f"the model was decrypted from an encrypted file ({model.meta[ENCRYPTED_META]}); ONNX Runtime's dynamic "
+            "quantizer works on files, so its plaintext would be written to a temporary folder — decrypt it yourself "
+            "(modelport decrypt) to a place you trust and quantize that file"
+        )
+
+
 def quantize_dynamic(
     model: ir.Model,
     *,
@@ -440,6 +452,7 @@ def quantize_dynamic(
     already = quantization_kind(model)
     if already != "none":
         raise QuantizationError(f"the model is already quantized ({already}) — quantize the FP32 original instead")
+    _refuse_encrypted(model)
     work, gemms = _prepared(model)
     excluded = _exclusions(work, op_types, nodes_to_exclude, gemms)
     with tempfile.TemporaryDirectory(prefix="modelport-dq-") as tmp:

@@ -32,7 +32,7 @@ import numpy as np
 import onnx_ir as ir
 
 from modelport.errors import QuantizationError
-from modelport.ir.serde import clone, save
+from modelport.ir.serde import clone, save, serialized_size
 from modelport.ir.summary import quantization_kind
 
 if TYPE_CHECKING:
@@ -342,15 +342,50 @@ def _tensors_data(pairs: Mapping[str, tuple[float, float]]) -> Any:
 
 
 def _prepared_proto(model: ir.Model) -> Any:
-    """The model as a shape-inferred ``onnx.ModelProto``, prepared as ORT's own quantize_static does it."""
-    from onnxruntime.quantization.quant_utils import QuantType, load_model_with_shape_infer, update_opset_version
+    """The model as a shape-inferred ``onnx.ModelProto``, prepared as ORT's own quantize_static does it.
 
-    with tempfile.TemporaryDirectory(prefix="modelport-q-") as tmp:
-        src = Path(tmp) / "fp32.onnx"
-        save(_for_ort_quantizer(model), src)
-        proto = load_model_with_shape_infer(src)  # reads any external weights into memory
+    ORT's ``load_model_with_shape_infer`` reads and writes files; a model that fits one protobuf is
+    shape-inferred in memory instead, so a model decrypted from an encrypted file
+    (:mod:`modelport.protect`) never has its plaintext written to a temporary folder. Only a model
+    over 2 GiB goes through files, and such a model cannot have been encrypted (see below).
+    """
+    import onnx
+    from onnxruntime.quantization.quant_utils import (
+        QuantType,
+        add_infer_metadata,
+        load_model_with_shape_infer,
+        update_opset_version,
+    )
+
+    prepared = _for_ort_quantizer(model)
+    if serialized_size(prepared) < _IN_MEMORY_LIMIT:
+        ir.external_data.load_to_model(prepared)  # a copy: the caller's model keeps its lazy weights
+        proto = onnx.shape_inference.infer_shapes(ir.serde.serialize_model(prepared))
+        add_infer_metadata(proto)  # ORT's "already shape-inferred" marker, as load_model_with_shape_infer sets it
+    else:
+        _refuse_plaintext_copy(model)
+        with tempfile.TemporaryDirectory(prefix="modelport-q-") as tmp:
+            src = Path(tmp) / "fp32.onnx"
+            save(prepared, src)
+            proto = load_model_with_shape_infer(src)  # reads any external weights into memory
     # 8-bit types never need an opset bump; this only lifts opset < 10 models to 11, as ORT does
     return update_opset_version(proto, QuantType.QInt8, QuantType.QUInt8)
+
+
+#: Serialized size from which shape inference cannot run in memory (one protobuf holds < 2 GiB).
+_IN_MEMORY_LIMIT = (1 << 31) - 1
+
+
+def _refuse_plaintext_copy(model: ir.Model) -> None:
+    """Refuse to write a model decrypted from an encrypted file to a temporary file in plaintext."""
+    from modelport.protect import ENCRYPTED_META
+
+    if ENCRYPTED_META in model.meta:
+        raise QuantizationError(
+            f"the model was decrypted from an encrypted file ({model.meta[ENCRYPTED_META]}) and is too large "
+            "to prepare in memory; static INT8 would write its plaintext to a temporary file — decrypt it "
+            "yourself (modelport decrypt) to a place you trust and quantize that file"
+        )
 
 
 def _insert_qdq(proto: Any, pairs: Mapping[str, tuple[float, float]], options: _QdqOptions) -> ir.Model:

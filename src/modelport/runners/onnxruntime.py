@@ -4,6 +4,9 @@
 (TensorRT, then CUDA) with CPU last as the fallback for nodes the others do not take. ONNX Runtime
 may drop a provider it cannot start (a CUDA build without a GPU), so :meth:`OrtRunner.describe`
 reports the providers and provider options of the *session*, not the ones asked for.
+
+An encrypted model file is decrypted in memory and ONNX Runtime gets its bytes: no plaintext copy is
+ever written for it to read.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import onnx_ir as ir
 from modelport.errors import BackendError, ConfigError, InputDtypeError
 from modelport.ir.serde import serialize_without_weights, to_bytes
 from modelport.ir.specs import TensorSpec
+from modelport.protect import open_encrypted
 from modelport.runners.base import Feeds, Outputs, Runner
 
 __all__ = ["AUTO_PROVIDER_ORDER", "GraphOptimization", "OrtRunner", "ProviderOptions", "auto_providers"]
@@ -50,6 +54,8 @@ class OrtRunner(Runner):
 
     ``model`` is a path (external data is resolved next to it), serialized bytes, or an
     ``onnx_ir.Model``. A loaded model that was not modified in memory should be passed by path.
+    A path to a file encrypted by :mod:`modelport.protect` is decrypted in memory with the active
+    key when the runner is activated, and the session is built from those bytes.
     ``providers`` is a list of execution providers, ``"auto"`` (see :func:`auto_providers`,
     resolved on activation) or None for CPU only; ``provider_options`` maps a provider to its
     options (``{"CUDAExecutionProvider": {"device_id": 0}}``).
@@ -128,7 +134,9 @@ class OrtRunner(Runner):
                 self._shared = (names, arrays)
                 return data
             return to_bytes(model)
-        return str(model)
+        # An encrypted file is decrypted in memory and handed over as bytes: no plaintext file.
+        decrypted = open_encrypted(model)
+        return decrypted.payload if decrypted is not None else str(model)
 
     def _activate(self) -> None:
         import onnxruntime as ort

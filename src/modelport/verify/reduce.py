@@ -269,6 +269,14 @@ class CommandCheck(Check):
         self._folder: Path | None = None
 
     def run(self, model: ir.Model, feeds: Feeds) -> Verdict:
+        from modelport.protect import ENCRYPTED_META
+
+        if ENCRYPTED_META in model.meta:
+            raise ConfigError(
+                f"'{self.name}' gets each candidate as a file, and the model was decrypted from an encrypted file "
+                f"({model.meta[ENCRYPTED_META]}) — use an in-process check (nan, error, compare:A,B, pkg.mod:fn), "
+                "or decrypt the model yourself to a place you trust"
+            )
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="modelport-reduce-"))
         model_path = save(model, self._folder / "candidate.onnx")
