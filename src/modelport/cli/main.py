@@ -14,18 +14,23 @@ from collections.abc import Sequence
 from modelport import __version__
 from modelport.cli import (
     analyze,
+    batch_infer,
     bench,
     compare,
     debug,
     deploy,
+    encrypt,
     export,
     inspect,
+    k8s,
     loadtest,
     optimize,
+    pack,
     quantize,
     serve,
     surgery,
     verify,
+    view,
 )
 
 __all__ = ["build_parser", "main"]
@@ -43,7 +48,12 @@ _COMMANDS = (
     loadtest,
     analyze,
     serve,
+    batch_infer,
     deploy,
+    view,
+    pack,
+    k8s,
+    encrypt,
 )
 
 
@@ -59,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
+    encrypt.add_key_file_option(sub)  # every command reads encrypted models
     return parser
 
 
@@ -81,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from modelport.errors import ModelportError
 
     try:
-        code: int = args.run(args)
+        with encrypt.key_scope(args):
+            code: int = args.run(args)
     except ModelportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -54,6 +54,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="after SIGTERM, keep answering while not-ready this long before closing (default %(default)s)",
     )
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    ray = p.add_argument_group("Ray Serve")
+    ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve (needs the 'ray' extra)")
+    scale = ray.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=int, metavar="N", help="a fixed number of replicas (default 1)")
+    scale.add_argument("--autoscale", metavar="MIN:MAX", help="let Ray Serve keep MIN to MAX replicas, following load")
+    ray.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (default: a local Ray, 127.0.0.1)")
+    ray.add_argument(
+        "--cpus-per-replica",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="CPUs reserved per replica (default %(default)s)",
+    )
     p.set_defaults(run=run)
 
 
@@ -74,7 +87,25 @@ def run(args: argparse.Namespace) -> int:
         stuck_after=args.stuck_after,
         drain_delay=args.drain_delay,
     )
+    if not args.ray and (args.replicas is not None or args.autoscale is not None or args.ray_address is not None):
+        raise ConfigError("--replicas, --autoscale and --ray-address apply to Ray Serve — add --ray")
+    if args.ray and args.grpc_port is not None:
+        raise ConfigError("--grpc-port does not apply with --ray: Ray Serve's proxy serves HTTP — drop one of them")
     with _opened(args.source) as source:
+        if args.ray:
+            from modelport.serve.ray_serve import parse_autoscale, run_ray_serve
+
+            run_ray_serve(
+                source,
+                host=args.host,
+                port=args.port,
+                options=options,
+                replicas=args.replicas,
+                autoscale=parse_autoscale(args.autoscale) if args.autoscale is not None else None,
+                num_cpus=args.cpus_per_replica,
+                address=args.ray_address,
+            )
+            return 0
         run_server(
             source,
             host=args.host,
