@@ -133,3 +133,12 @@ def test_dynamic_int8_refuses_a_conv_heavy_model_with_numbers(fp32, monkeypatch)
     forced = quantize(fp32, "int8-dynamic", bench_seconds=0.1, force=True)
     assert forced.dynamic is not None and forced.dynamic.forced
     assert any("forced past a refusal" in w for w in forced.warnings)
+
+
+def test_default_method_is_mse_unless_the_samples_can_be_read_only_once() -> None:
+    from modelport.quantize.api import default_method
+
+    samples = [{"x": np.zeros((1, 4), np.float32)}]
+    assert default_method(samples) == "mse"
+    assert default_method(lambda: iter(samples)) == "mse"
+    assert default_method(iter(samples)) == "minmax"  # a one-shot iterator: one pass only

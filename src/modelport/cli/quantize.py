@@ -40,9 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     calib.add_argument(
         "--method",
-        default="minmax",
+        default=None,
         choices=["minmax", "entropy", "percentile", "mse"],
-        help="calibration method (default %(default)s)",
+        help="calibration method (default: mse, or minmax for a reader that can only be read once)",
     )
     calib.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (%(default)s)")
     calib.add_argument("--memory-budget", type=float, default=512, help="MB of tensors per calibration run (512)")

@@ -87,7 +87,7 @@ class SurgeryStep(_Strict):
 class CalibrationOptions(_Strict):
     data: Path | None = Field(default=None, description=".npy, .npz or a folder of images")
     preprocess: str | None = Field(default=None, description="image preprocessing, as 'quantize --preprocess'")
-    method: Literal["minmax", "entropy", "percentile", "mse"] = "minmax"
+    method: Literal["minmax", "entropy", "percentile", "mse"] = "mse"
 
     @model_validator(mode="after")
     def _preprocess_needs_images(self) -> CalibrationOptions:
@@ -114,7 +114,7 @@ class QuantizeStage(_Strict):
     def _no_silent_options(self) -> QuantizeStage:
         if self.mode != "int8-static":
             stray = [k for k in ("data", "preprocess") if getattr(self.calibration, k)]
-            if stray or self.calibration.method != "minmax":
+            if stray or self.calibration.method != CalibrationOptions().method:
                 raise ValueError(f"calibration options are only used by mode int8-static, not {self.mode}")
             if self.min_sqnr_db is not None or self.max_accuracy_drop is not None or not self.sensitivity:
                 raise ValueError(

@@ -250,13 +250,26 @@ _CONVERTERS: dict[str, Callable[[ir.Model, _Options, dict[str, Any]], ir.Model]]
 }
 
 
+def default_method(calibration: object) -> str:
+    """The calibration method used when none is given: ``mse`` when the samples can be read twice.
+
+    MSE needs two passes (ranges, then histograms); on the ResNet-18 benchmark it is the one method that
+    reaches 30 dB at full INT8 speed (benchmarks/RESULTS.md). A one-shot iterator can only be read once,
+    so it gets ``minmax`` (one pass) instead of an error.
+    """
+    if calibration is None or callable(calibration) or isinstance(calibration, Sequence):
+        return "mse"
+    logger.info("calibration samples are a one-shot iterator: minmax calibration (mse needs two passes)")
+    return "minmax"
+
+
 def quantize(
     model: ir.Model,
     mode: Mode,
     *,
     calibration: Sequence[Feeds] | Callable[[], Iterable[Feeds]] | None = None,
     per_channel: bool = True,
-    method: str = "minmax",
+    method: str | None = None,
     activation_symmetric: bool = False,
     calibration_options: Mapping[str, Any] | None = None,
     budget: AccuracyBudget | None = None,
@@ -273,10 +286,10 @@ def quantize(
     ``calibration`` is a list of single-sample feeds or a function returning a fresh iterable of
     them (streamed: see :func:`~modelport.quantize.ranges.collect_ranges`, which
     ``calibration_options`` such as ``memory_budget_mb`` and ``cache_dir`` go to). int8-static
-    calibrates once with ``method``; with a ``budget`` it keeps the fewest most-sensitive layers in
-    FP32 that meet it (:func:`~modelport.quantize.mixed.mixed_precision`), and ``sensitivity=True``
-    adds the per-layer table. int8-dynamic refuses conv-heavy models unless ``force``. Output error
-    is measured on ``eval_samples`` (default: the first 32 calibration samples) at batch 1 and
+    calibrates once with ``method`` (default: :func:`default_method`); with a ``budget`` it keeps the
+    fewest most-sensitive layers in FP32 that meet it (:func:`~modelport.quantize.mixed.mixed_precision`),
+    and ``sensitivity=True`` adds the per-layer table. int8-dynamic refuses conv-heavy models unless
+    ``force``. Output error is measured on ``eval_samples`` (default: the first 32 calibration samples) at batch 1 and
     ``bench_batch``, otherwise on generated inputs. A result slower than FP32, or below the accuracy
     floor, is returned with a loud warning — never silently. An already-quantized (QAT) model is
     validated and returned as it is.
@@ -288,7 +301,7 @@ def quantize(
     options = _Options(
         calibration,
         per_channel,
-        method,
+        method or default_method(calibration),
         activation_symmetric,
         calibration_options or {},
         budget,
