@@ -306,3 +306,78 @@ def test_shared_weights_give_the_same_outputs_without_copying_into_the_model() -
     assert model.graph.initializers["w"].const_value is value.const_value  # restored after serializing
     # Prepacking is off when weights are shared: only the summation order may differ.
     np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-4)
+
+
+# --- the CUDA and TensorRT runners -------------------------------------------------------------------
+
+
+def _has(provider: str) -> bool:
+    import onnxruntime as ort
+
+    return provider in ort.get_available_providers()
+
+
+@pytest.mark.skipif(_has(CUDA), reason="this onnxruntime has CUDA: the refusal cannot be seen")
+def test_gpu_runners_refuse_clearly_without_the_provider(model_path: Path) -> None:
+    from modelport.runners import create_runner
+
+    with pytest.raises(BackendError, match=r"has no CUDAExecutionProvider here .* the 'gpu' extra"):
+        create_runner("onnxruntime-cuda", model_path).activate()
+    with pytest.raises(BackendError, match=r"has no TensorrtExecutionProvider, CUDAExecutionProvider here"):
+        create_runner("onnxruntime-trt", model_path, fp16=True).activate()
+
+
+def test_gpu_runners_ask_for_their_providers_and_options(tmp_path: Path, model_path: Path) -> None:
+    from modelport.runners.onnxruntime import OrtCudaRunner, OrtTensorrtRunner
+
+    cuda = OrtCudaRunner(model_path, device_id=1)
+    assert cuda.backend == "onnxruntime-cuda"
+    assert cuda.providers == [CUDA, CPU] and cuda.provider_options == {CUDA: {"device_id": 1}}
+    trt = OrtTensorrtRunner(model_path, fp16=True, engine_cache=tmp_path)
+    assert trt.providers == [TRT, CUDA, CPU]
+    assert trt.provider_options[TRT] == {
+        "device_id": 0,
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": True,
+    }
+
+
+def test_a_provider_the_session_dropped_is_an_error(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime falls back to the CPU when CUDA cannot start; asked for by name, that must not pass silently."""
+    import onnxruntime as ort
+
+    real_session = ort.InferenceSession
+
+    def cpu_only(source: Any, sess_options: Any = None, providers: Any = None, provider_options: Any = None) -> Any:
+        return real_session(source, sess_options=sess_options, providers=[CPU])  # what a failed CUDA start leaves
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", cpu_only)
+    runner = OrtRunner(model_path, providers=[CUDA, CPU])
+    with pytest.raises(BackendError, match=r"dropped CUDAExecutionProvider .* would run on CPUExecutionProvider"):
+        runner.activate()
+    with OrtRunner(model_path, providers="auto") as auto:  # "auto" allows the fallback, and says what it runs on
+        assert auto.describe()["providers"] == [CPU]
+
+
+@pytest.mark.gpu
+def test_cuda_runner_matches_the_cpu(model_path: Path) -> None:
+    from modelport.runners.onnxruntime import OrtCudaRunner
+
+    feeds = make_feeds(4)
+    with OrtCudaRunner(model_path) as runner:
+        assert runner.describe()["providers"][0] == CUDA
+        np.testing.assert_allclose(runner.infer(feeds)["y"], expected(feeds)["y"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_tensorrt_runner_fp16_stays_close_to_the_cpu(model_path: Path, tmp_path: Path) -> None:
+    from modelport.runners.onnxruntime import OrtTensorrtRunner
+
+    feeds = make_feeds(4)
+    with OrtTensorrtRunner(model_path, fp16=True, engine_cache=tmp_path) as runner:
+        assert runner.describe()["providers"][0] == TRT
+        np.testing.assert_allclose(runner.infer(feeds)["y"], expected(feeds)["y"], rtol=2e-2, atol=2e-2)

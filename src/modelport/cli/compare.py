@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--backend",
         action="append",
-        choices=["onnxruntime", "openvino", "torch"],
+        choices=["onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "torch"],
         help="engine for A, then for B (default: onnxruntime)",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default %(default)g)")

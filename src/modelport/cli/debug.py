@@ -64,7 +64,7 @@ def _add_bisect(debug_sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--backend",
         action="append",
-        choices=["onnxruntime", "openvino"],
+        choices=["onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino"],
         help="engine of the candidate, then of the reference (default: onnxruntime for both)",
     )
     p.add_argument(

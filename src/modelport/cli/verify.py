@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "run"]
 
-_BACKENDS = ["onnxruntime", "openvino", "torch"]
+_BACKENDS = ["onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "torch"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

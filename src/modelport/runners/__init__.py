@@ -17,6 +17,8 @@ __all__ = ["BACKENDS", "Feeds", "Outputs", "Runner", "check_feeds", "create_runn
 #: Built-in engines: name -> "module:class".
 BACKENDS: dict[str, str] = {
     "onnxruntime": "modelport.runners.onnxruntime:OrtRunner",
+    "onnxruntime-cuda": "modelport.runners.onnxruntime:OrtCudaRunner",
+    "onnxruntime-trt": "modelport.runners.onnxruntime:OrtTensorrtRunner",
     "openvino": "modelport.runners.openvino:OpenVinoRunner",
     "torch": "modelport.runners.torch:TorchRunner",
 }

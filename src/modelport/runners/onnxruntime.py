@@ -2,8 +2,13 @@
 
 ``providers="auto"`` takes the fastest execution provider the installed onnxruntime offers
 (TensorRT, then CUDA) with CPU last as the fallback for nodes the others do not take. ONNX Runtime
-may drop a provider it cannot start (a CUDA build without a GPU), so :meth:`OrtRunner.describe`
-reports the providers and provider options of the *session*, not the ones asked for.
+may drop a provider it cannot start (a CUDA build without a GPU, a missing cuDNN) and carry on
+with the CPU: with "auto" that is allowed and :meth:`OrtRunner.describe` reports the providers of
+the *session*; a provider asked for by name that the session dropped is an error, because a
+benchmark or a server that silently runs on the CPU is worse than one that refuses to start.
+
+``onnxruntime-cuda`` (:class:`OrtCudaRunner`) and ``onnxruntime-trt`` (:class:`OrtTensorrtRunner`)
+are the same runner with the CUDA / TensorRT execution providers asked for by name.
 
 An encrypted model file is decrypted in memory and ONNX Runtime gets its bytes: no plaintext copy is
 ever written for it to read.
@@ -26,7 +31,15 @@ from modelport.ir.specs import TensorSpec
 from modelport.protect import open_encrypted
 from modelport.runners.base import Feeds, Outputs, Runner
 
-__all__ = ["AUTO_PROVIDER_ORDER", "GraphOptimization", "OrtRunner", "ProviderOptions", "auto_providers"]
+__all__ = [
+    "AUTO_PROVIDER_ORDER",
+    "GraphOptimization",
+    "OrtCudaRunner",
+    "OrtRunner",
+    "OrtTensorrtRunner",
+    "ProviderOptions",
+    "auto_providers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +53,10 @@ _LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 _CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_TRT = "TensorrtExecutionProvider"
 #: Preference of ``providers="auto"``; CPU is always added last.
-AUTO_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+AUTO_PROVIDER_ORDER = (_TRT, _CUDA)
 
 
 def auto_providers(available: Sequence[str]) -> list[str]:
@@ -165,6 +180,17 @@ class OrtRunner(Runner):
             )
         except Exception as e:
             raise BackendError(f"ONNX Runtime could not load model '{self.name}': {e}") from e
+        if self.providers != "auto":
+            kept = list(self._session.get_providers())
+            dropped = [p for p in providers if p not in kept]
+            if dropped:
+                self._session = None
+                raise BackendError(
+                    f"ONNX Runtime dropped {', '.join(dropped)} for model '{self.name}' and would run on "
+                    f"{', '.join(kept)} instead — it could not start the provider (no GPU visible, or a "
+                    "CUDA/cuDNN/TensorRT library missing: see ONNX Runtime's log with -vv); fix the install, "
+                    "or ask for providers='auto' to allow the fallback"
+                )
 
     def _deactivate(self) -> None:
         self._session = None
@@ -257,3 +283,45 @@ def _session_specs(args: list[Any]) -> list[TensorSpec]:
         shape = None if arg.shape is None else tuple(arg.shape)
         specs.append(TensorSpec(name=arg.name, dtype=np.dtype(dtype), shape=shape))
     return specs
+
+
+class OrtCudaRunner(OrtRunner):
+    """ONNX Runtime on the CUDA execution provider (CPU only for the nodes CUDA does not take)."""
+
+    backend = "onnxruntime-cuda"
+
+    def __init__(self, model: str | os.PathLike[str] | bytes | ir.Model, *, device_id: int = 0, **options: Any) -> None:
+        options.setdefault("providers", [_CUDA, _CPU])
+        provider_options = dict(options.pop("provider_options", None) or {})
+        provider_options.setdefault(_CUDA, {"device_id": device_id})
+        super().__init__(model, provider_options=provider_options, **options)
+
+
+class OrtTensorrtRunner(OrtRunner):
+    """ONNX Runtime on the TensorRT execution provider, with CUDA and then CPU for what TensorRT does not take.
+
+    ``fp16`` lets TensorRT pick FP16 kernels; ``engine_cache`` is a folder where built engines are kept
+    (TensorRT's build takes seconds to minutes; the cache makes the second start fast).
+    """
+
+    backend = "onnxruntime-trt"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes | ir.Model,
+        *,
+        device_id: int = 0,
+        fp16: bool = False,
+        engine_cache: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("providers", [_TRT, _CUDA, _CPU])
+        provider_options = dict(options.pop("provider_options", None) or {})
+        trt: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": fp16}
+        if engine_cache is not None:
+            trt.update(
+                trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache), trt_timing_cache_enable=True
+            )
+        provider_options.setdefault(_TRT, trt)
+        provider_options.setdefault(_CUDA, {"device_id": device_id})
+        super().__init__(model, provider_options=provider_options, **options)

@@ -60,7 +60,7 @@ Model = ir.Model | str | os.PathLike[str]
 
 
 def _runner(backend: str, model: Model, label: str, *, loaded: ir.Model | None = None, **options: Any) -> Runner:
-    if backend == "onnxruntime":
+    if backend.startswith("onnxruntime"):  # the CPU, CUDA and TensorRT runners take in-memory models
         from modelport.ir.serde import load
 
         if loaded is None:

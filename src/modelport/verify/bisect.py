@@ -157,9 +157,9 @@ class _Side:
         return {n: outputs[n] for n in names}
 
     def _runner(self) -> Runner:
-        if self.backend == "onnxruntime":
+        if self.backend.startswith("onnxruntime"):
             # Weights go to the session as buffers: a probe costs a session build, not a copy.
-            return create_runner("onnxruntime", self.model, name=self.label, share_weights=True, **self.options)
+            return create_runner(self.backend, self.model, name=self.label, share_weights=True, **self.options)
         return create_runner(self.backend, self.model, name=self.label, **self.options)
 
 
