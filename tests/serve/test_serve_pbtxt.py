@@ -293,6 +293,11 @@ def test_realistic_config_maps_exactly(tmp_path: Path) -> None:
             {},
         ),
         ('instance_group { name: "cpu_group" count: 2 passive: false }', {"instance_count": 2}),
+        ("instance_group [ { count: 2 kind: KIND_GPU } ]", {"instance_count": 2, "execution": "cuda"}),
+        (
+            "instance_group [ { kind: KIND_GPU gpus: [1] }, { kind: KIND_GPU gpus: 1 } ]",
+            {"instance_count": 2, "execution": "cuda", "device_id": 1},
+        ),
         (
             "dynamic_batching { preserve_ordering: false priority_levels: 0 }",
             {"dynamic_batching": {"max_queue_delay_ms": 0.0, "preferred_batch_sizes": []}},
@@ -354,16 +359,21 @@ UNSUPPORTED = [
         "platform must be a quoted string (platform: \"...\"), got 'onnxruntime_onnx'",
     ),
     (
-        "instance_group [ { count: 1 kind: KIND_GPU } ]",
-        "kind",
-        "instance_group[0].kind KIND_GPU: GPU instances are not supported by this server yet — use kind: KIND_CPU",
+        "instance_group [ { count: 1 kind: KIND_GPU }, { count: 1 kind: KIND_CPU } ]",
+        "instance_group",
+        "instance_group mixes GPU and CPU groups — one kind per model",
     ),
     (
         "instance_group { kind: KIND_CPU } instance_group { kind: KIND_MODEL }",
         "kind",
         "instance_group[1].kind KIND_MODEL is not supported",
     ),
-    ("instance_group { gpus: [0, 1] }", "gpus", "instance_group[0].gpus: GPU instances are not supported"),
+    ("instance_group { gpus: [0] }", "gpus", "instance_group[0].gpus only applies to kind: KIND_GPU"),
+    (
+        "instance_group { kind: KIND_GPU gpus: [0, 1] }",
+        "instance_group",
+        "instance_group names GPUs [0, 1] — one GPU per model",
+    ),
     ("instance_group { count: 0 }", "count", "instance_group[0].count must be 1 or more, got 0"),
     ("instance_group { cout: 2 }", "cout", "unknown field 'cout' in 'instance_group[0]' — did you mean 'count'?"),
     ("instance_group { passive: true }", "passive", "instance_group[0].passive: passive instances are not supported"),

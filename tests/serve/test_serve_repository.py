@@ -346,3 +346,65 @@ def test_check_batch_enforces_max_batch_size(repo_dir: Path) -> None:
         r"but the model's max_batch_size is 8",
     ):
         model.check_batch({"x": np.zeros((9, 3), np.float32)})
+
+
+# --- execution providers ---------------------------------------------------------------------------
+
+
+def test_execution_picks_the_runner_and_its_options(tmp_path: Path) -> None:
+    from modelport.runners.onnxruntime import OrtCudaRunner, OrtRunner, OrtTensorrtRunner
+
+    cpu = ModelRepository(make_repo(tmp_path / "a", {"m": [1]})).get("m")
+    assert type(cpu.runner) is OrtRunner and cpu.runner.providers == ["CPUExecutionProvider"]
+    cuda = ModelRepository(make_repo(tmp_path / "b", {"m": [1]}, "execution: cuda\ndevice_id: 1\n")).get("m")
+    assert isinstance(cuda.runner, OrtCudaRunner)
+    assert cuda.runner.provider_options == {"CUDAExecutionProvider": {"device_id": 1}}
+    trt = ModelRepository(make_repo(tmp_path / "c", {"m": [1]}, "execution: tensorrt\nfp16: true\n")).get("m")
+    assert isinstance(trt.runner, OrtTensorrtRunner)
+    options = trt.runner.provider_options["TensorrtExecutionProvider"]
+    assert options["trt_fp16_enable"] is True and options["trt_engine_cache_path"].endswith("tensorrt")
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("device_id: 1\n", "device_id and fp16 apply to execution: cuda or tensorrt"),
+        ("execution: cuda\nfp16: true\n", "fp16 lets TensorRT pick FP16 kernels: it needs execution: tensorrt"),
+        ("execution: gpu\n", r"execution: Input should be 'cpu', 'cuda' or 'tensorrt'"),
+    ],
+)
+def test_execution_options_that_cannot_apply_are_refused(tmp_path: Path, config: str, message: str) -> None:
+    with pytest.raises(RepositoryError, match=message):
+        ModelRepository(make_repo(tmp_path, {"m": [1]}, config))
+
+
+def test_a_gpu_model_without_a_gpu_refuses_to_load(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot be seen")
+    repo = ModelRepository(make_repo(tmp_path, {"m": [1]}, "execution: cuda\n"))
+    with pytest.raises(BackendError, match="has no CUDAExecutionProvider here"):
+        repo.get("m").load()
+
+
+@pytest.mark.gpu
+def test_a_cuda_model_serves_the_same_answers_as_the_cpu(tmp_path: Path) -> None:
+    from modelport.runners.onnxruntime import OrtRunner
+
+    root = make_repo(tmp_path, {"m": [1]}, "execution: cuda\n")
+    served = ModelRepository(root).get("m")
+    served.load()
+    try:
+        feeds = {
+            s.name: np.ones([d if isinstance(d, int) else 2 for d in s.shape or []], s.dtype)
+            for s in served.runner.inputs
+        }
+        with OrtRunner(served.path) as cpu:
+            expected = cpu.infer(feeds)
+        got = served.runner.infer(feeds)
+        assert served.runner.describe()["providers"][0] == "CUDAExecutionProvider"
+        for name, value in expected.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
+    finally:
+        served.unload()

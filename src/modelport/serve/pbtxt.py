@@ -24,7 +24,9 @@ harmless, and each is listed here:
 How Triton fields become :class:`~modelport.serve.repository.ModelConfig` keys:
 
 * ``instance_group`` → ``instance_count``, the sum of the groups' ``count`` (1 when absent);
-  ``KIND_CPU`` and ``KIND_AUTO`` (which falls back to the CPU) are served, ``KIND_GPU`` is not yet.
+  ``KIND_CPU`` and ``KIND_AUTO`` (which falls back to the CPU) run on the CPU; ``KIND_GPU`` gives
+  ``execution: cuda`` (on the one GPU ``gpus`` names, GPU 0 by default); CPU and GPU groups in one
+  model, or several GPUs, are refused.
 * ``dynamic_batching`` → ``dynamic_batching`` with ``max_queue_delay_ms`` (Triton's default
   delay is 0, so ``dynamic_batching {}`` maps to ``max_queue_delay_ms: 0.0``, not to modelport's
   default) and ``preferred_batch_sizes``; its ``default_queue_policy`` gives ``max_queue_size``
@@ -136,7 +138,6 @@ _UNSUPPORTED: Final[Mapping[str, str]] = {
     "model_operations": "custom operator libraries are not supported — remove it",
     "model_repository_agents": "repository agents (checksums, decryption) are not supported — remove it",
     "model_metrics": "custom metric buckets are not supported — remove it",
-    "instance_group.gpus": "GPU instances are not supported by this server yet — remove it and use kind: KIND_CPU",
     "instance_group.secondary_devices": "secondary devices (NVDLA) are not supported — remove it",
     "instance_group.rate_limiter": "the rate limiter is not supported — bound the load with max_queue_size instead",
     "instance_group.profile": "TensorRT optimization profiles do not apply to ONNX Runtime — remove it",
@@ -703,26 +704,38 @@ def _identity(root: Message, reader: _Reader, at: _At, settings: dict[str, Any])
 
 
 def _instances(root: Message, reader: _Reader, at: _At, settings: dict[str, Any]) -> None:
-    """instance_group -> instance_count (the sum of the groups' counts)."""
+    """instance_group -> instance_count (the sum of the groups' counts); KIND_GPU -> execution: cuda."""
     groups = reader.messages(root, "instance_group", at)
     total = 0
+    kinds: set[str] = set()
+    devices: set[int] = set()
     for index, group in enumerate(groups):
         here = at.child("instance_group", index)
-        reader.check_fields(group, here, handled=("kind", "count"))
+        reader.check_fields(group, here, handled=("kind", "count", "gpus"))
         kind = reader.enum(group, "kind", here, _KINDS) or "KIND_AUTO"
-        if kind == "KIND_GPU":
-            reader.fail(
-                group,
-                "kind",
-                f"{here.field('kind')} KIND_GPU: GPU instances are not supported by this server yet "
-                "— use kind: KIND_CPU",
-            )
         if kind == "KIND_MODEL":
             reader.fail(group, "kind", f"{here.field('kind')} KIND_MODEL is not supported — use kind: KIND_CPU")
+        gpus = reader.integers(group, "gpus", here, minimum=0)
+        if gpus and kind != "KIND_GPU":
+            reader.fail(group, "gpus", f"{here.field('gpus')} only applies to kind: KIND_GPU")
+        kinds.add("gpu" if kind == "KIND_GPU" else "cpu")
+        devices.update(gpus)
         count = reader.integer(group, "count", here, minimum=1)
         total += 1 if count is None else count
+    if len(kinds) > 1:
+        reader.fail(
+            root, "instance_group", f"{at.field('instance_group')} mixes GPU and CPU groups — one kind per model"
+        )
+    if len(devices) > 1:
+        reader.fail(
+            root, "instance_group", f"{at.field('instance_group')} names GPUs {sorted(devices)} — one GPU per model"
+        )
     if groups:
         settings["instance_count"] = total
+    if kinds == {"gpu"}:
+        settings["execution"] = "cuda"
+        if devices:
+            settings["device_id"] = devices.pop()
 
 
 def _batching(root: Message, reader: _Reader, at: _At, settings: dict[str, Any]) -> None:

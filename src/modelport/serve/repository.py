@@ -43,7 +43,7 @@ from modelport.errors import InputShapeError, ModelNotFoundError, RepositoryErro
 from modelport.ir.specs import TensorSpec
 from modelport.pack.checksum import MANIFEST_NAME, Manifest, describe_mismatches, read_manifest
 from modelport.runners.base import Feeds
-from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
+from modelport.runners.onnxruntime import GraphOptimization, OrtCudaRunner, OrtRunner, OrtTensorrtRunner
 from modelport.serve.pbtxt import TritonConfig, check_declared, read_triton_config
 from modelport.serve.pipeline import Pipeline, PipelineConfig, allowed_keys
 
@@ -124,7 +124,11 @@ class ModelConfig(_Strict):
     instances × intra-op threads of all served models do not exceed the cores. ``max_queue_size``
     bounds the requests waiting for an instance (a full queue answers 429), ``timeout_ms`` is the
     default per-request timeout (504), ``dynamic_batching`` turns batching on (needs
-    ``max_batch_size`` > 1), ``pipeline`` chains pre- and post-processing stages.
+    ``max_batch_size`` > 1), ``pipeline`` chains pre- and post-processing stages. ``execution``
+    picks ONNX Runtime's execution providers: ``cpu``, ``cuda`` (CUDA, CPU for the rest) or
+    ``tensorrt`` (TensorRT, then CUDA, then CPU; engines cached under the modelport cache folder),
+    on GPU ``device_id``; a GPU provider that cannot start refuses the model instead of falling
+    back to the CPU.
     """
 
     name: str | None = None
@@ -140,6 +144,19 @@ class ModelConfig(_Strict):
     max_queue_size: Annotated[int, Field(ge=1)] = 64
     timeout_ms: Annotated[float, Field(gt=0)] | None = None
     pipeline: PipelineConfig | None = None
+    execution: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    device_id: Annotated[int, Field(ge=0)] = 0
+    fp16: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _gpu_options_need_a_gpu(self) -> ModelConfig:
+        if self.execution == "cpu" and (self.device_id or self.fp16):
+            raise ValueError("device_id and fp16 apply to execution: cuda or tensorrt — set execution, or drop them")
+        if self.fp16 and self.execution != "tensorrt":
+            raise ValueError(
+                "fp16 lets TensorRT pick FP16 kernels: it needs execution: tensorrt (for CUDA, deploy an FP16 model)"
+            )
+        return self
 
     @pydantic.field_validator("version_policy", mode="before")
     @classmethod
@@ -670,12 +687,25 @@ def _check_batch_axis(model: ServedModel) -> None:
             )
 
 
+def _runner(config: ModelConfig, path: Path, **options: Any) -> OrtRunner:
+    """The runner of one instance, on the execution providers the config asks for."""
+    if config.execution == "cuda":
+        return OrtCudaRunner(path, device_id=config.device_id, **options)
+    if config.execution == "tensorrt":
+        from modelport.deploy.cache import default_cache_dir
+
+        cache = default_cache_dir() / "tensorrt"
+        return OrtTensorrtRunner(path, device_id=config.device_id, fp16=config.fp16, engine_cache=cache, **options)
+    return OrtRunner(path, **options)
+
+
 def _served(name: str, version: int, path: Path, config: ModelConfig, stamp: tuple[Any, ...]) -> ServedModel:
     session_config = {}
     if config.allow_spinning is not None:
         session_config["session.intra_op.allow_spinning"] = "1" if config.allow_spinning else "0"
     runners = [
-        OrtRunner(
+        _runner(
+            config,
             path,
             intra_op_threads=config.intra_op_threads,
             inter_op_threads=config.inter_op_threads,
