@@ -232,3 +232,48 @@ def test_pytorch_source_is_exported_once_and_keyed_by_weights(tmp_path: Path) ->
     # same class and source code, different weights: a different model, so nothing is reused
     other = run_recipe(parse_recipe(recipe("scaled")))
     assert other.reused == []
+
+
+def test_the_repository_runs_where_the_target_is(tmp_path: Path) -> None:
+    from modelport.deploy.writer import serve_config
+
+    summary = {"inputs": [{"name": "x", "shape": ["N", 3, 8, 8]}]}
+    for target, execution in (("cpu", None), ("gpu", "cuda"), ("tensorrt", "tensorrt"), ("openvino", None)):
+        recipe = parse_recipe({"source": {"onnx": "m.onnx"}, "target": target})
+        config = serve_config(DeployResult("m", tmp_path, "m.onnx", recipe, summary))
+        assert config.get("execution") == execution, target
+        assert config["max_batch_size"] == 8
+
+
+def test_a_gpu_target_without_a_gpu_fails_clearly(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from modelport.errors import BackendError
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot be seen")
+    data = quick_recipe(write_tiny(tmp_path / "tiny.onnx"), tmp_path / "out", tmp_path / "cache")
+    data["target"] = "gpu"
+    with pytest.raises(BackendError, match="has no CUDAExecutionProvider here"):
+        run_recipe(parse_recipe(data))
+    assert not (tmp_path / "out" / "repository").exists()
+
+
+@pytest.mark.gpu
+def test_deploy_for_the_gpu_writes_a_repository_the_server_runs_on_cuda(tmp_path: Path) -> None:
+    from modelport.serve.repository import ModelRepository
+
+    data = quick_recipe(write_tiny(tmp_path / "tiny.onnx"), tmp_path / "out", tmp_path / "cache")
+    data["target"] = "gpu"
+    result = run_recipe(parse_recipe(data))
+    assert result.recipe.stages.quantize.mode == "fp16" and result.chosen in ("fp16", "fp32")
+    assert result.comparison_passed
+    served = ModelRepository(tmp_path / "out" / "repository").get("tiny")
+    assert served.config.execution == "cuda"
+    served.load()
+    try:
+        assert served.runner.describe()["providers"][0] == "CUDAExecutionProvider"
+        got = served.runner.infer(FEEDS)["y"]
+    finally:
+        served.unload()
+    np.testing.assert_allclose(got, reference_outputs_batch(tmp_path / "tiny.onnx", FEEDS["x"]), rtol=1e-2, atol=1e-2)

@@ -120,3 +120,17 @@ def test_accuracy_budget_is_one_kind_and_needs_its_data() -> None:
         _recipe(stages={"quantize": {"max_accuracy_drop": 0.01}, "verify": {"dataset": "d.npz", "metric": "top1"}})
     )
     assert recipe.stages.quantize.max_accuracy_drop == 0.01
+
+
+def test_gpu_targets_default_to_fp16_or_int8_with_calibration_data() -> None:
+    assert parse_recipe(_recipe(target="gpu")).stages.quantize.mode == "fp16"
+    assert parse_recipe(_recipe(target="tensorrt")).stages.quantize.mode == "fp16"
+    calibrated = parse_recipe(_recipe(target="gpu", stages={"quantize": {"calibration": {"data": "c.npz"}}}))
+    assert calibrated.stages.quantize.mode == "int8-static"
+    explicit = parse_recipe(_recipe(target="gpu", stages={"quantize": {"mode": "int8-dynamic"}}))
+    assert explicit.stages.quantize.mode == "int8-dynamic"
+    assert parse_recipe(_recipe()).stages.quantize.mode == "int8-static"  # the CPU default is unchanged
+    off = parse_recipe(_recipe(target="gpu", stages={"quantize": {"enabled": False}}))
+    assert not off.stages.quantize.enabled
+    # the resolved recipe states the choice, so a re-run does not depend on the rule
+    assert "mode: fp16" in resolved_yaml(parse_recipe(_recipe(target="gpu")))

@@ -286,13 +286,16 @@ def _quantize(
         "budget_data": _budget_data(run.recipe) if options.max_accuracy_drop is not None else None,
         "seconds": seconds,
         "threads": threads,
+        "target": run.recipe.target,
         "machine": machine_fingerprint(),  # the ship-or-not decision is a timing
         "versions": _versions(),
     }
     record, artifact = run.cached(
         "quantize",
         ingredients,
-        lambda: st.quantize_stage(current.model, options, run.recipe.stages.verify, samples, seconds, threads),
+        lambda: st.quantize_stage(
+            current.model, options, run.recipe.stages.verify, samples, seconds, threads, run.recipe.target
+        ),
     )
     if artifact is None:
         return current, record, "fp32", str(record["reason"])

@@ -201,6 +201,20 @@ class Recipe(_Strict):
     goals: Goals = Field(default_factory=Goals)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_precision(cls, data: Any) -> Any:
+        """On a GPU target without a quantize mode: FP16, or INT8 when calibration data are given."""
+        if not isinstance(data, dict) or data.get("target") not in ("gpu", "tensorrt"):
+            return data
+        stages = data.get("stages") or {}
+        quantize = stages.get("quantize") or {} if isinstance(stages, dict) else None
+        if not isinstance(quantize, dict) or "mode" in quantize or quantize.get("enabled") is False:
+            return data
+        calibration = quantize.get("calibration") or {}
+        mode = "int8-static" if isinstance(calibration, dict) and calibration.get("data") else "fp16"
+        return {**data, "stages": {**stages, "quantize": {**quantize, "mode": mode}}}
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         if self.source.pytorch is None and self.stages.export != ExportStage():

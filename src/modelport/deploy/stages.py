@@ -185,7 +185,7 @@ def calibration_samples(model: ir.Model, options: CalibrationOptions, builtin: b
     return samples, text, "generated"
 
 
-def choose(result: QuantizeResult, keep: str) -> tuple[bool, str]:
+def choose(result: QuantizeResult, keep: str, target: Target = "cpu") -> tuple[bool, str]:
     """Whether to ship the quantized model, and why."""
     from modelport.quantize.hardware import int8_acceleration
 
@@ -196,9 +196,11 @@ def choose(result: QuantizeResult, keep: str) -> tuple[bool, str]:
         return False, f"{result.mode} failed the accuracy floor ({failure}); shipping FP32"
     if result.slower:
         return False, f"{result.mode} was slower than FP32 ({result.speedup:.2f}x); shipping FP32"
+    speed = f"{result.speedup:.2f}x faster than FP32 at batch N" if result.speedup else "measured against FP32"
+    if target != "cpu":
+        return True, f"{result.mode} is {speed} (measured on {target})"
     accel = int8_acceleration()
     hw = f"CPU has {', '.join(accel)}" if accel else "no VNNI/AMX, but measured faster"
-    speed = f"{result.speedup:.2f}x faster than FP32 at batch N" if result.speedup else "measured against FP32"
     return True, f"{result.mode} is {speed} ({hw if result.mode.startswith('int8') else 'CPU'})"
 
 
@@ -224,8 +226,9 @@ def quantize_stage(
     samples: list[Feeds],
     seconds: float,
     threads: int | None,
+    target: Target = "cpu",
 ) -> tuple[dict[str, Any], ir.Model | None]:
-    """Quantize, measure against FP32, and decide; the model is returned only when it is to ship."""
+    """Quantize, measure against FP32 on the target's providers, and decide; the model is returned only to ship."""
     from modelport.quantize.api import quantize
 
     budget = _budget(model, options, verify)
@@ -242,8 +245,9 @@ def quantize_stage(
         bench_batch=batch,
         bench_seconds=seconds,
         threads=threads,
+        providers=TARGET_PROVIDERS.get(target),
     )
-    ship, reason = choose(result, options.keep)
+    ship, reason = choose(result, options.keep, target)
     record = {**result.to_dict(), "shipped": ship, "reason": reason}
     return record, (result.model if ship else None)
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["serve_config", "write_recipe", "write_repository"]
 
+#: The serving repository's execution for each deploy target (OpenVINO is measured, ORT CPU serves).
+_EXECUTION = {"cpu": "cpu", "gpu": "cuda", "tensorrt": "tensorrt", "openvino": "cpu"}
+
 
 def serve_config(result: DeployResult) -> dict[str, Any]:
     """The model's ``config.yaml`` for the serving repository."""
@@ -37,6 +40,9 @@ def serve_config(result: DeployResult) -> dict[str, Any]:
         "max_batch_size": max_batch if dynamic_batch else 0,
         "instance_count": serve.instance_count,
     }
+    execution = _EXECUTION[result.recipe.target]
+    if execution != "cpu":
+        config["execution"] = execution
     threads = result.recipe.stages.bench.threads
     if threads:
         config["intra_op_threads"] = threads

@@ -280,6 +280,7 @@ def quantize(
     bench_batch: int = 8,
     bench_seconds: float = 1.5,
     threads: int | None = None,
+    providers: Sequence[str] | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` and measure output error and speed against the FP32 model.
 
@@ -291,7 +292,9 @@ def quantize(
     and ``sensitivity=True`` adds the per-layer table. int8-dynamic refuses conv-heavy models unless
     ``force``. Output error is measured on ``eval_samples`` (default: the first 32 calibration samples) at batch 1 and
     ``bench_batch``, otherwise on generated inputs. A result slower than FP32, or below the accuracy
-    floor, is returned with a loud warning — never silently. An already-quantized (QAT) model is
+    floor, is returned with a loud warning — never silently. ``providers`` are the ONNX Runtime
+    execution providers the comparison and the timing run on (default: CPU) — FP16 pays on a GPU,
+    not on most CPUs, so the decision must be measured where the model will run. An already-quantized (QAT) model is
     validated and returned as it is.
     """
     if mode not in _CONVERTERS:
@@ -317,8 +320,8 @@ def quantize(
         # A signal budget is the user's own floor; otherwise the mode's default.
         floor = budget.signal if budget is not None and budget.signal is not None else FLOORS[mode]
     with (
-        OrtRunner(model, intra_op_threads=threads, name="fp32") as ref,
-        OrtRunner(quantized, intra_op_threads=threads, name=mode) as cand,
+        OrtRunner(model, providers=providers, intra_op_threads=threads, name="fp32") as ref,
+        OrtRunner(quantized, providers=providers, intra_op_threads=threads, name=mode) as cand,
     ):
         data = _eval_data(model, options.eval_samples, bench_batch, ref.inputs)
         comparison = compare_runners(cand, ref, tolerance=EXACT, data=data)
