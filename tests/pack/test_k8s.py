@@ -264,6 +264,19 @@ def test_gpu_deployment(repo: Path) -> None:
     assert deployment["metadata"]["annotations"]["modelport/gpu-request"].startswith("1")
 
 
+def test_gpu_note_names_the_models_that_would_run_on_the_cpu(repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    notes = build_manifests(repo, K8sOptions(gpu=True)).notes
+    assert any("mixed, text run(s) on the CPU (execution: cpu)" in note for note in notes)
+    repo = Path(shutil.copytree(repo, tmp_path / "My_Repo"))  # the fixture is shared: edit a copy
+    for config in repo.glob("*/config.yaml"):
+        config.write_text(config.read_text() + "\nexecution: cuda\n")
+    for folder in (p for p in repo.iterdir() if p.is_dir() and not (p / "config.yaml").exists()):
+        (folder / "config.yaml").write_text("execution: cuda\n")
+    assert not any("execution: cpu" in note for note in build_manifests(repo, K8sOptions(gpu=True)).notes)
+
+
 def test_model_image_fills_an_empty_dir(repo: Path) -> None:
     options = K8sOptions(model_image="registry.example/models:1", image="registry.example/modelport:1")
     pod = by_kind(build_manifests(repo, options).objects)["Deployment"]["spec"]["template"]["spec"]

@@ -45,7 +45,8 @@ def build_manifests(
         objects = [_deployment(name, image, options, resources), _service(name)]
     if check:
         validate(objects)
-    manifests = Manifests(objects, resources, _notes(name, image, options, resources), check, str(root))
+    notes = _notes(name, image, options, resources) + (_cpu_models(root) if options.gpu else [])
+    manifests = Manifests(objects, resources, notes, check, str(root))
     kinds = ", ".join(o["kind"] for o in objects)
     logger.info("built %s for %s (%d CPU, %d MiB)", kinds, root, resources.cpu, resources.memory_mib)
     return manifests
@@ -77,15 +78,18 @@ def _notes(name: str, image: str, options: K8sOptions, resources: Resources) -> 
             "instances, which the CPU request cannot match — set intra_op_threads in config.yaml (or run "
             "`modelport analyze --apply`)"
         )
-    if options.gpu and "providers" not in _model_config_fields():
-        notes.append(
-            "modelport serve runs every model on ONNX Runtime's CPU execution provider today: the GPU is "
-            "reserved but unused until the repository configuration can select CUDA"
-        )
     return notes
 
 
-def _model_config_fields() -> set[str]:
-    from modelport.serve.repository import ModelConfig
+def _cpu_models(root: Path) -> list[str]:
+    """A note naming the models that would leave the reserved GPU unused (``execution: cpu``)."""
+    from modelport.serve.repository import ModelRepository
 
-    return set(ModelConfig.model_fields)
+    repository = ModelRepository(root, verify=False)
+    on_cpu = [name for name in repository.models if repository.get(name).config.execution == "cpu"]
+    if not on_cpu:
+        return []
+    return [
+        f"{', '.join(on_cpu)} run(s) on the CPU (execution: cpu): the reserved GPU is unused by them — set "
+        "execution: cuda (or tensorrt) in their config.yaml, or deploy with target: gpu"
+    ]
