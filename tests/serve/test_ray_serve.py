@@ -81,7 +81,9 @@ def test_deployment_options() -> None:
     fixed = deployment_options(replicas=3, num_cpus=0.5, max_ongoing_requests=16)
     assert fixed["num_replicas"] == 3
     assert "autoscaling_config" not in fixed
-    assert fixed["ray_actor_options"] == {"num_cpus": 0.5}
+    # the reservation also caps the replica's thread budget (MODELPORT_CPUS, rounded up to whole cores)
+    assert fixed["ray_actor_options"] == {"num_cpus": 0.5, "runtime_env": {"env_vars": {"MODELPORT_CPUS": "1"}}}
+    assert deployment_options(num_cpus=2.5)["ray_actor_options"]["runtime_env"]["env_vars"]["MODELPORT_CPUS"] == "3"
     assert fixed["max_ongoing_requests"] == 16
     assert deployment_options()["num_replicas"] == 1
     scaled = deployment_options(autoscale=Autoscale(2, 5))

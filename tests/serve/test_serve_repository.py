@@ -408,3 +408,44 @@ def test_a_cuda_model_serves_the_same_answers_as_the_cpu(tmp_path: Path) -> None
             np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
     finally:
         served.unload()
+
+
+# --- the thread budget's core count ----------------------------------------------------------------
+
+
+def test_cpu_count_is_capped_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelport.serve import repository
+
+    monkeypatch.setattr(repository, "_cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(repository.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("MODELPORT_CPUS", raising=False)
+    assert repository.cpu_count() == 8
+    monkeypatch.setenv("MODELPORT_CPUS", "2.5")
+    assert repository.cpu_count() == 3
+    monkeypatch.setenv("MODELPORT_CPUS", "16")
+    assert repository.cpu_count() == 8  # never more than the process may run on
+    monkeypatch.setenv("MODELPORT_CPUS", "lots")
+    assert repository.cpu_count() == 8  # ignored, with a warning
+    monkeypatch.delenv("MODELPORT_CPUS")
+    monkeypatch.setattr(repository, "_cgroup_cpu_quota", lambda: 2)  # a container limited to 2 CPUs
+    assert repository.cpu_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], expected: int | None) -> None:
+    from modelport.serve.repository import _cgroup_cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _cgroup_cpu_quota(tmp_path) == expected

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import re
 import signal
@@ -45,7 +46,7 @@ from typing import Any
 
 from modelport.errors import BackendError, ConfigError, ModelNotReadyError
 from modelport.serve.core import InferenceCore, ServerOptions
-from modelport.serve.repository import ModelRepository
+from modelport.serve.repository import CPUS_ENV, ModelRepository
 
 __all__ = [
     "DEFAULT_APP_NAME",
@@ -209,8 +210,10 @@ def deployment_options(
         raise ConfigError(f"CPUs per replica must be positive, got {num_cpus}")
     if max_ongoing_requests < 1:
         raise ConfigError(f"max_ongoing_requests must be at least 1, got {max_ongoing_requests}")
+    # Ray's num_cpus is a scheduling reservation, not a limit: the replica's thread budget is capped to it.
+    cpus = {CPUS_ENV: str(max(1, math.ceil(num_cpus)))}
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": num_cpus},
+        "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": cpus}},
         "max_ongoing_requests": max_ongoing_requests,
         "graceful_shutdown_timeout_s": 60.0,
     }
