@@ -286,6 +286,22 @@ def test_unsafe_members_are_refused(tmp_path: Path, entry: tarfile.TarInfo, matc
     assert not (tmp_path / "evil.txt").exists()
 
 
+def test_a_bundle_larger_than_the_free_disk_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip bomb declares its size in the tar headers: it is refused before anything is written."""
+    import shutil
+    from collections import namedtuple
+
+    bundle = make_tar(tmp_path / "big.tar.gz", [member("b/zeros.bin")], {"b/zeros.bin": bytes(4 << 20)})
+    assert bundle.stat().st_size < 64 << 10  # 4 MiB of zeros compress to a few KiB
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 100 << 20))  # 100 MiB free
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RepositoryError, match=r"unpacks to 0\.00 GiB, but only 0\.10 GiB are free .* point TMPDIR"):
+        extract_bundle(bundle, out)
+    assert list(out.iterdir()) == []
+
+
 def test_a_modified_bundle_is_refused(tmp_path: Path, repo: Path) -> None:
     content = members(pack(repo, tmp_path / "b.tar.gz").path)
     content["b/mixed/config.yaml"] = b"version_policy: all\nmax_batch_size: 2\n"

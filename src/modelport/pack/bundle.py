@@ -353,6 +353,7 @@ def extract_bundle(path: str | os.PathLike[str], into: str | os.PathLike[str]) -
         with tarfile.open(source, "r:gz") as tar:
             members = tar.getmembers()
             top = _check_members(source, members)
+            _check_space(source, members, folder)
             tar.extractall(folder, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise RepositoryError(
@@ -373,6 +374,22 @@ def extract_bundle(path: str | os.PathLike[str], into: str | os.PathLike[str]) -
         )
     logger.info("opened bundle %s into %s", source, root)
     return root
+
+
+#: Space kept free on the extraction disk beyond what the bundle needs.
+_SPARE_BYTES = 256 * 1024 * 1024
+
+
+def _check_space(source: Path, members: list[tarfile.TarInfo], folder: Path) -> None:
+    """Refuse a bundle that would not fit on the disk it is extracted to (a gzip bomb, or a full disk)."""
+    needed = sum(m.size for m in members if m.isfile())
+    free = shutil.disk_usage(folder).free
+    if needed + _SPARE_BYTES > free:
+        raise RepositoryError(
+            f"bundle '{source}' unpacks to {needed / 2**30:.2f} GiB, but only {free / 2**30:.2f} GiB are free in "
+            f"'{folder}' (and {_SPARE_BYTES >> 20} MiB are kept spare) — free some space, or point TMPDIR at a "
+            "larger disk"
+        )
 
 
 def _check_members(source: Path, members: list[tarfile.TarInfo]) -> str:
