@@ -277,3 +277,33 @@ def test_deploy_for_the_gpu_writes_a_repository_the_server_runs_on_cuda(tmp_path
     finally:
         served.unload()
     np.testing.assert_allclose(got, reference_outputs_batch(tmp_path / "tiny.onnx", FEEDS["x"]), rtol=1e-2, atol=1e-2)
+
+
+def test_an_encrypted_source_leaves_no_plaintext_behind(tmp_path: Path) -> None:
+    from modelport.protect import encrypt_model, is_encrypted, use_key
+    from modelport.serve.repository import ModelRepository
+
+    key = bytes(range(32))
+    plain = write_tiny(tmp_path / "tiny.onnx")
+    weight = np.asarray(load(plain).graph.initializers["w"].const_value).tobytes()
+    sealed = encrypt_model(plain, tmp_path / "sealed" / "tiny.onnx", key)
+    plain.unlink()
+    data = quick_recipe(sealed, tmp_path / "out", tmp_path / "cache", quantize={"enabled": False})
+    with use_key(key):
+        result = run_recipe(parse_recipe(data))
+        assert result.encrypted and result.reused == []
+        assert "the stage cache is off" in result.stages[0].note
+        shipped = _shipped(result)
+        assert is_encrypted(shipped)
+        served = ModelRepository(tmp_path / "out" / "repository").get("tiny")
+        served.load()
+        try:
+            got = served.runner.infer(FEEDS)["y"]
+        finally:
+            served.unload()
+        assert got.shape == (2, 4)
+    # nothing written anywhere holds the weights in the clear, and nothing went to the cache
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(weight in p.read_bytes() for p in written)
+    assert not (tmp_path / "cache").exists()
+    assert any("encrypted with the source's key" in w for w in result.warnings)

@@ -93,6 +93,8 @@ class DeployResult:
     serve_config: dict[str, Any] = field(default_factory=dict)
     repository: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The source was encrypted: nothing was cached, and the shipped model is encrypted with the same key.
+    encrypted: bool = False
 
     @property
     def comparison_passed(self) -> bool:
@@ -143,6 +145,7 @@ class DeployResult:
             "stages": [s.to_dict() for s in self.stages],
             "serve_config": self.serve_config,
             "repository": str(self.repository) if self.repository else None,
+            "encrypted": self.encrypted,
             "commands": self.commands(),
             "warnings": self.warnings,
         }
@@ -329,6 +332,7 @@ def run_recipe(
     _check_name(name)
     result = DeployResult(name, recipe.output, source_text, recipe, summarize(source.model).to_dict())
     result.export = export_record
+    result.encrypted = _protect_outputs(run, source.model)
     say("optimize", "running passes, verifying each")
     current, result.optimize = _optimize(run, source, stages.verify.batch)
     say("surgery", f"{len(stages.surgery)} recipe(s)")
@@ -417,6 +421,18 @@ def _finish(result: DeployResult, final: ir.Model) -> None:
     write_recipe(result)
     result.stages.append(StageRun("write", "ran", time.perf_counter() - started))
     write_reports(result)
+
+
+def _protect_outputs(run: _Run, model: ir.Model) -> bool:
+    """An encrypted source keeps its stages out of the (plaintext) cache; the shipped model is encrypted."""
+    from modelport.protect import ENCRYPTED_META
+
+    if ENCRYPTED_META not in model.meta:
+        return False
+    if run.cache.enabled:
+        run.cache = StageCache(run.cache.root, enabled=False)
+        run.log[-1].note += "; encrypted: the stage cache is off (it stores models in plaintext)"
+    return True
 
 
 def _check_name(name: str) -> None:

@@ -57,7 +57,15 @@ def write_repository(result: DeployResult, model: ir.Model) -> tuple[Path, dict[
     folder = repo / result.name
     version = folder / "1"
     version.mkdir(parents=True, exist_ok=True)
-    save(model, version / "model.onnx")
+    if result.encrypted:
+        from modelport.protect import active_key, save_encrypted
+
+        key = active_key()
+        assert key is not None  # the source was decrypted with it
+        save_encrypted(model, version / "model.onnx", key)
+        result.warnings.append("the shipped model is encrypted with the source's key: serve it with --key-file")
+    else:
+        save(model, version / "model.onnx")
     config = serve_config(result)
     write_text_atomic(folder / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     write_manifest(repo)

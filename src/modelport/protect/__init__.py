@@ -49,6 +49,7 @@ from modelport.protect.model import (
     encryption_mode,
     is_encrypted,
     open_encrypted,
+    save_encrypted,
 )
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "load_key",
     "open_encrypted",
     "parse_key",
+    "save_encrypted",
     "set_active_key",
     "use_key",
 ]

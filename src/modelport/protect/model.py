@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from modelport.errors import ModelLoadError, ModelSaveError
 from modelport.protect.crypto import MAX_PAYLOAD_BYTES, Mode, key_id, looks_sealed, seal, unseal
@@ -37,6 +37,7 @@ __all__ = [
     "encryption_mode",
     "is_encrypted",
     "open_encrypted",
+    "save_encrypted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,18 @@ def encrypt_model(
     data = build_preview(payload, sealed, key_id=key_id(key)) if weights_only else sealed
     _write_atomic(target, data, private=False)
     logger.info("encrypted %s -> %s (%s, key id %s)", source, target, mode.label, key_id(key))
+    return target
+
+
+def save_encrypted(model: Any, dst: str | os.PathLike[str], key: bytes) -> Path:
+    """Write an in-memory model straight to an encrypted file (whole-file mode): no plaintext on disk."""
+    from modelport.ir import serde
+
+    key = check_key(key)
+    target = Path(dst)
+    sealed = seal(serde.to_bytes(model), key, Mode.WHOLE)
+    _write_atomic(target, sealed, private=False)
+    logger.info("wrote %s encrypted (key id %s)", target, key_id(key))
     return target
 
 
