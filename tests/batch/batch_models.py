@@ -12,10 +12,9 @@ from PIL import Image
 
 from modelport.batch.arrow import parquet, pyarrow
 from modelport.ir.serde import save
+from serve.serve_models import LABELS, WEIGHTS, classifier
 
 #: The classifier's weights: [N, 3, 8, 8] -> mean over H, W -> [N, 3] @ WEIGHTS -> logits [N, 4].
-WEIGHTS = np.array([[1.0, -1.0, 0.5, 0.0], [0.0, 2.0, -0.5, 1.0], [-1.0, 0.0, 1.0, 0.5]], np.float32)
-LABELS = ["cat", "dog", "fox", "owl"]
 
 
 def affine_model() -> ir.Model:
@@ -63,22 +62,6 @@ def fixed_batch_model() -> ir.Model:
         {
             y = Add(x, x)
         }
-        """
-    )
-
-
-def classifier() -> ir.Model:
-    weights = ", ".join(f"{v:.1f}" for v in WEIGHTS.reshape(-1))
-    return ir.from_onnx_text(
-        f"""
-        <ir_version: 10, opset_import: ["" : 21]>
-        net (float[N, 3, 8, 8] pixels) => (float[N, 4] logits)
-        {{
-            axes = Constant<value = int64[2] {{2, 3}}>()
-            pooled = ReduceMean<keepdims = 0>(pixels, axes)
-            w = Constant<value = float[3, 4] {{{weights}}}>()
-            logits = MatMul(pooled, w)
-        }}
         """
     )
 

@@ -122,7 +122,7 @@ def test_write_text_atomic_keeps_the_old_file_when_writing_fails(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(ModelSaveError, match=r"cannot write the report to '.*r.json': disk full"):
+    with pytest.raises(ModelSaveError, match=r"cannot write '.*r.json': disk full"):
         write_text_atomic(target, "new")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

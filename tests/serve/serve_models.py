@@ -4,9 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
 from modelport.ir.serde import save
+
+#: The image classifier's weights (3 channels -> 4 classes) and its labels.
+WEIGHTS = np.array([[1.0, -1.0, 0.5, 0.0], [0.0, 2.0, -0.5, 1.0], [-1.0, 0.0, 1.0, 0.5]], np.float32)
+LABELS = ["cat", "dog", "fox", "owl"]
+
+
+def classifier() -> ir.Model:
+    """[N, 3, 8, 8] -> mean over H, W -> [N, 3] @ W [3, 4] -> logits [N, 4]."""
+    weights = ", ".join(f"{v:.1f}" for v in WEIGHTS.reshape(-1))
+    return ir.from_onnx_text(
+        f"""
+        <ir_version: 10, opset_import: ["" : 21]>
+        net (float[N, 3, 8, 8] pixels) => (float[N, 4] logits)
+        {{
+            axes = Constant<value = int64[2] {{2, 3}}>()
+            pooled = ReduceMean<keepdims = 0>(pixels, axes)
+            w = Constant<value = float[3, 4] {{{weights}}}>()
+            logits = MatMul(pooled, w)
+        }}
+        """
+    )
 
 
 def mixed_model(offset: int = 1) -> ir.Model:

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnx_ir as ir
 import pytest
 from PIL import Image
 from starlette.applications import Starlette
@@ -19,27 +18,9 @@ from starlette.applications import Starlette
 from modelport.ir.serde import save
 from modelport.serve import HEADER_LENGTH, ModelRepository, create_app, decode_response, encode_request
 
+from .serve_models import LABELS, WEIGHTS, classifier
+
 pytestmark = pytest.mark.anyio
-
-WEIGHTS = np.array([[1.0, -1.0, 0.5, 0.0], [0.0, 2.0, -0.5, 1.0], [-1.0, 0.0, 1.0, 0.5]], np.float32)
-LABELS = ["cat", "dog", "fox", "owl"]
-
-
-def classifier() -> ir.Model:
-    """[N, 3, 8, 8] -> mean over H, W -> [N, 3] @ W [3, 4] -> logits [N, 4]."""
-    weights = ", ".join(f"{v:.1f}" for v in WEIGHTS.reshape(-1))
-    return ir.from_onnx_text(
-        f"""
-        <ir_version: 10, opset_import: ["" : 21]>
-        net (float[N, 3, 8, 8] pixels) => (float[N, 4] logits)
-        {{
-            axes = Constant<value = int64[2] {{2, 3}}>()
-            pooled = ReduceMean<keepdims = 0>(pixels, axes)
-            w = Constant<value = float[3, 4] {{{weights}}}>()
-            logits = MatMul(pooled, w)
-        }}
-        """
-    )
 
 
 def png(pixels: np.ndarray[Any, Any]) -> bytes:

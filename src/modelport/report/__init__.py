@@ -29,10 +29,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """
     target = Path(path)
     if target.is_dir():
-        raise ModelSaveError(f"cannot write the report to '{target}': it is a folder — give a file name")
+        raise ModelSaveError(f"cannot write '{target}': it is a folder — give a file name")
     folder = target.parent
     if not folder.is_dir():
-        raise ModelSaveError(f"cannot write the report to '{target}': folder '{folder}' does not exist — create it")
+        raise ModelSaveError(f"cannot write '{target}': folder '{folder}' does not exist — create it")
     # Opened with "x" (not mkstemp) so the file gets the usual permissions (0o666 less the umask).
     temp = folder / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
@@ -41,6 +41,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         os.replace(temp, target)
     except OSError as e:
         temp.unlink(missing_ok=True)
-        raise ModelSaveError(f"cannot write the report to '{target}': {e}") from e
+        raise ModelSaveError(f"cannot write '{target}': {e}") from e
     logger.info("wrote %s (%d bytes)", target, len(text.encode("utf-8")))
     return target

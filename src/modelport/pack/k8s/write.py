@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from modelport.errors import ModelSaveError
 from modelport.pack.k8s.constants import KUBERNETES_VERSION
 from modelport.pack.k8s.kserve_schema import _KSERVE_SCHEMAS
 from modelport.pack.k8s.resources import Resources
+from modelport.report import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +84,8 @@ def write_manifests(manifests: Manifests, output: str | os.PathLike[str], *, for
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    if path.is_dir():
-        raise ModelSaveError(f"cannot write '{path}': it is a folder — give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelSaveError(f"cannot create folder '{path.parent}' for the manifests: {e}") from e
-    temp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(temp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except OSError as e:
-        temp.unlink(missing_ok=True)
-        raise ModelSaveError(f"cannot write '{path}': {e}") from e
-    logger.info("wrote %s", path)
+    write_text_atomic(path, text)
