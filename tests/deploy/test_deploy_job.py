@@ -307,3 +307,17 @@ def test_an_encrypted_source_leaves_no_plaintext_behind(tmp_path: Path) -> None:
     assert not any(weight in p.read_bytes() for p in written)
     assert not (tmp_path / "cache").exists()
     assert any("encrypted with the source's key" in w for w in result.warnings)
+
+
+def test_the_repository_batches_opportunistically_by_default(tmp_path: Path) -> None:
+    from modelport.deploy.writer import serve_config
+
+    def config(serve: dict[str, object], shape: list[object]) -> dict[str, object]:
+        recipe = parse_recipe({"source": {"onnx": "m.onnx"}, "stages": {"serve": serve}})
+        return serve_config(DeployResult("m", tmp_path, "m.onnx", recipe, {"inputs": [{"name": "x", "shape": shape}]}))
+
+    assert config({}, ["N", 4])["dynamic_batching"] == {"max_queue_delay_ms": 0.0}
+    assert "dynamic_batching" not in config({"dynamic_batching": False}, ["N", 4])
+    assert "dynamic_batching" not in config({}, [1, 4])  # no batch axis: nothing to batch
+    assert "dynamic_batching" not in config({"max_batch_size": 1}, ["N", 4])
+    assert config({"max_queue_delay_ms": 2}, ["N", 4])["dynamic_batching"] == {"max_queue_delay_ms": 2.0}

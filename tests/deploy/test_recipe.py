@@ -62,7 +62,10 @@ def test_bad_value_names_allowed_values() -> None:
         (_recipe(stages={"export": {"opset": 18}}), "export only applies to a pytorch source"),
         (_recipe(stages={"verify": {"dataset": "d.npz"}}), "dataset and metric go together"),
         (_recipe(goals={"accuracy_floor": 0.7}), "accuracy goals need stages.verify.dataset"),
-        (_recipe(stages={"serve": {"max_queue_delay_ms": 2}}), "only applies with dynamic_batching"),
+        (
+            _recipe(stages={"serve": {"dynamic_batching": False, "max_queue_delay_ms": 2}}),
+            "only applies with dynamic_batching",
+        ),
         (_recipe(stages={"bench": {"batches": [0]}}), "batches must be positive"),
     ],
 )

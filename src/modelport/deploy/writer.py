@@ -46,7 +46,7 @@ def serve_config(result: DeployResult) -> dict[str, Any]:
     threads = result.recipe.stages.bench.threads
     if threads:
         config["intra_op_threads"] = threads
-    if serve.dynamic_batching and dynamic_batch:
+    if serve.dynamic_batching and dynamic_batch and config["max_batch_size"] > 1:
         config["dynamic_batching"] = {"max_queue_delay_ms": serve.max_queue_delay_ms}
     return config
 
