@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from PIL import Image
 
 from modelport.batch.arrow import parquet, pyarrow
 from modelport.ir.serde import save
-from serve.serve_models import LABELS, WEIGHTS, classifier
-
-#: The classifier's weights: [N, 3, 8, 8] -> mean over H, W -> [N, 3] @ WEIGHTS -> logits [N, 4].
+from serve.serve_models import LABELS, classifier, png
 
 
 def affine_model() -> ir.Model:
@@ -85,12 +81,6 @@ def write_repository(root: Path) -> Path:
     return root
 
 
-def png(pixels: np.ndarray[Any, Any]) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_images(folder: Path, count: int, seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
     """``count`` PNG files of assorted sizes; returns their pixels by file name."""
     rng = np.random.default_rng(seed)
@@ -103,16 +93,6 @@ def write_images(folder: Path, count: int, seed: int = 0) -> dict[str, np.ndarra
         (folder / name).write_bytes(png(pixels))
         pictures[name] = pixels
     return pictures
-
-
-def expected_top(pixels: np.ndarray[Any, Any], k: int) -> tuple[np.ndarray[Any, Any], list[str]]:
-    """The pipeline computed independently: bilinear resize to 8x8, /255, the model, softmax, top-k."""
-    resized = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.Resampling.BILINEAR), np.float32) / 255
-    logits = resized.mean(axis=(0, 1)) @ WEIGHTS
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
-    order = np.argsort(-probabilities)[:k]
-    return probabilities[order], [LABELS[i] for i in order]
 
 
 def write_npy(folder: Path, count: int, seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:

@@ -23,10 +23,10 @@ from modelport.errors import (
 )
 from modelport.ir.serde import save
 from modelport.runners.onnxruntime import OrtRunner
+from serve.serve_models import expected_top
 
 from .batch_models import (
     affine_model,
-    expected_top,
     fixed_batch_model,
     mixed_rows,
     write_images,

@@ -14,8 +14,9 @@ import pytest
 from modelport.batch import batch_infer, read_results
 from modelport.batch.arrow import parquet, pyarrow
 from modelport.errors import BackendError, InputShapeError
+from serve.serve_models import expected_top
 
-from .batch_models import expected_top, mixed_rows, write_images, write_mixed_parquet, write_repository
+from .batch_models import mixed_rows, write_images, write_mixed_parquet, write_repository
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from modelport.serve import ModelRepository
+from modelport.serve.core import InferenceCore, ServerOptions
 
 from .serve_models import mixed_model, text_model, write_version
 
@@ -53,3 +56,19 @@ def reference() -> Callable[[Path, Arrays], Arrays]:
 def anyio_backend() -> str:
     """Async tests run on asyncio only (uvicorn and the server code are asyncio)."""
     return "asyncio"
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[..., Any]]:
+    """Start cores for a test (``await started(root, **server_options)``) and stop them all at its end."""
+    cores: list[InferenceCore] = []
+
+    async def start(root: Path, **options: Any) -> InferenceCore:
+        core = InferenceCore(ModelRepository(root), ServerOptions(**options))
+        await core.start()
+        cores.append(core)
+        return core
+
+    yield start
+    for core in cores:
+        await core.stop()

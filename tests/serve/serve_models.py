@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from PIL import Image
 
 from modelport.ir.serde import save
 
@@ -29,6 +32,24 @@ def classifier() -> ir.Model:
         }}
         """
     )
+
+
+def png(pixels: np.ndarray[Any, Any]) -> bytes:
+    """``pixels`` (H x W x 3 uint8) encoded as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def expected_top(pixels: np.ndarray[Any, Any], k: int) -> tuple[np.ndarray[Any, Any], list[str]]:
+    """The classifier's image pipeline computed independently: bilinear resize to 8x8, /255, the model,
+    softmax, top-k."""
+    resized = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.Resampling.BILINEAR), np.float32) / 255
+    logits = resized.mean(axis=(0, 1)) @ WEIGHTS
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    order = np.argsort(-probabilities)[:k]
+    return probabilities[order], [LABELS[i] for i in order]
 
 
 def mixed_model(offset: int = 1) -> ir.Model:

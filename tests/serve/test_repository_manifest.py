@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from modelport.errors import RepositoryError
 from modelport.pack.checksum import MANIFEST_NAME, write_manifest
 from modelport.runners.onnxruntime import OrtRunner
 from modelport.serve import InferenceRequest, ModelRepository
-from modelport.serve.core import InferenceCore, ServerOptions
+from modelport.serve.core import InferenceCore
 
 from .serve_models import mixed_model, write_version
 
@@ -161,21 +161,6 @@ def test_a_malformed_manifest_fails_the_scan(tmp_path: Path, text: str, why: str
 
 
 # a running server -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Callable[..., Any]]:
-    cores: list[InferenceCore] = []
-
-    async def start(root: Path, **options: Any) -> InferenceCore:
-        core = InferenceCore(ModelRepository(root), ServerOptions(**options))
-        await core.start()
-        cores.append(core)
-        return core
-
-    yield start
-    for core in cores:
-        await core.stop()
 
 
 async def offset_served(core: InferenceCore) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import threading
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ import pytest
 
 from modelport.errors import ModelNotFoundError, RepositoryError, RequestTimeoutError
 from modelport.runners.base import Feeds, Outputs
-from modelport.serve import InferenceRequest, ModelRepository
-from modelport.serve.core import InferenceCore, ServerOptions
+from modelport.serve import InferenceRequest
+from modelport.serve.core import InferenceCore
 
 from .serve_models import mixed_model, write_version
 
@@ -33,22 +33,6 @@ def make_repo(root: Path, config: str = "", versions: tuple[int, ...] = (1,)) ->
         write_version(root, "mixed", version, mixed_model(offset=version))
     (root / "mixed" / "config.yaml").write_text(config, encoding="utf-8")
     return root
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Callable[..., Any]]:
-    """Start cores for a test and stop them all at its end."""
-    cores: list[InferenceCore] = []
-
-    async def start(root: Path, **options: Any) -> InferenceCore:
-        core = InferenceCore(ModelRepository(root), ServerOptions(**options))
-        await core.start()
-        cores.append(core)
-        return core
-
-    yield start
-    for core in cores:
-        await core.stop()
 
 
 def request(rows: int, seed: int = 0, **parameters: Any) -> InferenceRequest:

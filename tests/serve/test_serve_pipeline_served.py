@@ -4,7 +4,6 @@ softmax/top-k with labels out; per-stage statistics; a bad image fails only its 
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,31 +11,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from starlette.applications import Starlette
 
 from modelport.ir.serde import save
 from modelport.serve import HEADER_LENGTH, ModelRepository, create_app, decode_response, encode_request
 
-from .serve_models import LABELS, WEIGHTS, classifier
+from .serve_models import LABELS, classifier, expected_top, png
 
 pytestmark = pytest.mark.anyio
-
-
-def png(pixels: np.ndarray[Any, Any]) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def expected_top(pixels: np.ndarray[Any, Any], k: int) -> tuple[np.ndarray[Any, Any], list[str]]:
-    """The pipeline computed independently: bilinear resize to 8x8, /255, the model, softmax, top-k."""
-    resized = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.Resampling.BILINEAR), np.float32) / 255
-    logits = resized.mean(axis=(0, 1)) @ WEIGHTS
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
-    order = np.argsort(-probabilities)[:k]
-    return probabilities[order], [LABELS[i] for i in order]
 
 
 @pytest.fixture
