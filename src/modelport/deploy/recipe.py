@@ -157,8 +157,8 @@ class BenchStage(_Strict):
 class ServeStage(_Strict):
     """The repository's serving config. Opportunistic batching (requests that queue while the instance
     is busy run as one batch; a lone request never waits) is on by default: on the 2-core CPU benchmark
-    it raised served throughput from 0.80 / 0.79 to 0.89 / 0.90 of raw at 4 / 16 clients with the same
-    single-client latency (benchmarks/RESULTS.md)."""
+    it served 0.89 / 0.90 of raw throughput at 4 / 16 clients, where the same server without it served
+    0.80 / 0.79 in an earlier run, with the same single-client latency (benchmarks/RESULTS.md)."""
 
     instance_count: int = Field(default=1, ge=1)
     max_batch_size: int | None = Field(default=None, ge=0, description="default: the largest bench batch")
