@@ -65,6 +65,18 @@ def real_model_path() -> Callable[[str], Path]:
     return _real_model_path
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No model key from the developer's environment or from another test leaks into a test (or out of it)."""
+    from modelport.protect import ENV_KEY, ENV_KEY_FILE, set_active_key
+
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    monkeypatch.delenv(ENV_KEY_FILE, raising=False)
+    set_active_key(None)
+    yield
+    set_active_key(None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Deploy caches go to a folder of this test session, never to the user's ~/.cache."""

@@ -13,7 +13,8 @@ import pytest
 
 from modelport.batch import batch_infer, read_results
 from modelport.batch.arrow import parquet, pyarrow
-from modelport.errors import BackendError, InputShapeError
+from modelport.errors import InputShapeError
+from serve.ray_local import local_ray
 from serve.serve_models import expected_top
 
 from .batch_models import mixed_rows, write_images, write_mixed_parquet, write_repository
@@ -31,18 +32,11 @@ FLOAT_ATOL = 1e-6
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    from modelport.serve.ray_serve import import_ray, init_ray
+    from modelport.serve.ray_serve import import_ray
 
-    try:  # before any import of ray: Ray stays on 127.0.0.1 only when init_ray imports it first
-        started = init_ray(num_cpus=2, log_to_driver=False)
-    except BackendError:
-        pytest.importorskip("ray")  # skips when Ray is not installed
-        raise
-    assert {node["NodeManagerAddress"] for node in import_ray().nodes()} == {"127.0.0.1"}
-    import_ray("ray.data").DataContext.get_current().enable_progress_bars = False
-    yield
-    if started:
-        import_ray().shutdown()
+    with local_ray():
+        import_ray("ray.data").DataContext.get_current().enable_progress_bars = False
+        yield
 
 
 @pytest.fixture(scope="module")

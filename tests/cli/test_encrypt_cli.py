@@ -14,18 +14,9 @@ import pytest
 from modelport.cli.encrypt import key_scope
 from modelport.cli.main import build_parser, main
 from modelport.ir.serde import save
-from modelport.protect import ENV_KEY, ENV_KEY_FILE, Mode, active_key, encryption_mode, key_id, set_active_key
+from modelport.protect import ENV_KEY, ENV_KEY_FILE, Mode, active_key, encryption_mode, key_id
 
 WEIGHTS = np.array([0.5, -1.25, 2.0, 3.5], dtype=np.float32)
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(ENV_KEY, raising=False)
-    monkeypatch.delenv(ENV_KEY_FILE, raising=False)
-    set_active_key(None)
-    yield
-    set_active_key(None)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from modelport.serve.ray_serve import (
     run_ray_serve,
 )
 
+from .ray_local import local_ray
 from .serve_models import fixed_model, mixed_model, text_model, write_version
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -165,21 +166,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_port() -> Iterator[int]:
     """A local Ray with Serve's HTTP proxy on 127.0.0.1:<port>; shut down after the module."""
-    from modelport.serve.ray_serve import init_ray
-
-    try:  # before any import of ray: Ray stays on 127.0.0.1 only when init_ray imports it first
-        started = init_ray(num_cpus=2, log_to_driver=False)
-    except BackendError:
-        pytest.importorskip("ray")  # skips when Ray is not installed
-        raise
-    assert {node["NodeManagerAddress"] for node in import_ray().nodes()} == {"127.0.0.1"}
-    serve = import_ray("ray.serve")
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    if started:
-        import_ray().shutdown()
+    with local_ray():
+        serve = import_ray("ray.serve")
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield port
+        serve.shutdown()
 
 
 @pytest.fixture
