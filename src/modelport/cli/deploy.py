@@ -41,7 +41,8 @@ _FLAGS = ("model", "output", "calib", "preprocess", "batch", "bench_seconds", "t
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The recipe: ``--config`` as written, or the default recipe with the command-line options."""
-    from modelport.deploy.recipe import load_recipe, parse_recipe
+    from modelport.deploy.job import default_recipe
+    from modelport.deploy.recipe import load_recipe
     from modelport.errors import ConfigError
 
     if args.config:
@@ -55,25 +56,16 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
             )
         recipe = load_recipe(args.config)
     else:
-        batch = 8 if args.batch is None else args.batch
-        if batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}")
-        calibration = {"data": args.calib, "preprocess": args.preprocess}
-        data = {
-            "name": args.name,
-            "source": {"onnx": args.model} if args.model else {"example": True},
-            "output": args.output or "deploy-out",
-            "stages": {
-                "quantize": {"calibration": {k: v for k, v in calibration.items() if v is not None}},
-                "verify": {"batch": batch},
-                "bench": {
-                    "batches": sorted({1, batch}),
-                    "seconds": 2.0 if args.bench_seconds is None else args.bench_seconds,
-                    "threads": args.threads,
-                },
-            },
-        }
-        recipe = parse_recipe(data, origin="the deploy options")
+        recipe = default_recipe(
+            args.model,
+            args.output or "deploy-out",
+            calib=args.calib,
+            preprocess=args.preprocess,
+            batch=8 if args.batch is None else args.batch,
+            bench_seconds=2.0 if args.bench_seconds is None else args.bench_seconds,
+            threads=args.threads,
+            name=args.name,
+        )
     if args.no_cache or args.cache_dir:
         cache = recipe.cache.model_copy(
             update={"enabled": not args.no_cache, "dir": args.cache_dir or recipe.cache.dir}

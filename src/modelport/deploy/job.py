@@ -28,11 +28,11 @@ import onnx_ir as ir
 
 from modelport.deploy import stages as st
 from modelport.deploy.cache import StageCache, hash_model, hash_path, machine_fingerprint, tool_versions
-from modelport.deploy.recipe import CalibrationOptions, Recipe, parse_recipe
+from modelport.deploy.recipe import Recipe, parse_recipe
 from modelport.errors import ConfigError
-from modelport.ir.serde import load, source_path
+from modelport.ir.serde import load
 
-__all__ = ["STAGES", "DeployResult", "GoalCheck", "StageRun", "deploy", "run_recipe"]
+__all__ = ["STAGES", "DeployResult", "GoalCheck", "StageRun", "default_recipe", "deploy", "run_recipe"]
 
 logger = logging.getLogger(__name__)
 
@@ -440,6 +440,41 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"model name '{name}' must be a plain folder name (no slashes or spaces)")
 
 
+def default_recipe(
+    model: str | os.PathLike[str] | None = None,
+    outdir: str | os.PathLike[str] = "deploy-out",
+    *,
+    calib: str | os.PathLike[str] | None = None,
+    preprocess: str | None = None,
+    batch: int = 8,
+    bench_seconds: float = 2.0,
+    threads: int | None = None,
+    name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> Recipe:
+    """The default recipe for an ONNX file (default: the built-in example) with these options."""
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise ConfigError(f"model must be the path of an .onnx file, got {model!r}")
+    calibration = {k: str(v) for k, v in (("data", calib), ("preprocess", preprocess)) if v is not None}
+    return parse_recipe(
+        {
+            "name": name,
+            "source": {"example": True} if model is None else {"onnx": str(model)},
+            "output": str(outdir),
+            "stages": {
+                "quantize": {"calibration": calibration},
+                "verify": {"batch": batch},
+                "bench": {"batches": sorted({1, batch}), "seconds": bench_seconds, "threads": threads},
+            },
+            "cache": {"enabled": use_cache, "dir": str(cache_dir) if cache_dir else None},
+        },
+        origin="the deploy options",
+    )
+
+
 def deploy(
     model: str | os.PathLike[str] | None = None,
     outdir: str | os.PathLike[str] = "deploy-out",
@@ -455,33 +490,16 @@ def deploy(
     progress: Progress | None = None,
 ) -> DeployResult:
     """Deploy an ONNX file (default: the built-in example) with the default recipe and these options."""
-    if batch < 1:
-        raise ConfigError(f"batch must be >= 1, got {batch}")
-    if model is not None and source_path_of(model) is None:
-        raise ConfigError(f"model must be the path of an .onnx file, got {model!r}")
-    source: dict[str, Any] = {"example": True} if model is None else {"onnx": str(model)}
-    calibration = CalibrationOptions(data=Path(calib) if calib else None, preprocess=preprocess)
-    recipe = parse_recipe(
-        {
-            "name": name,
-            "source": source,
-            "output": str(outdir),
-            "stages": {
-                "quantize": {"calibration": calibration.model_dump(mode="json")},
-                "verify": {"batch": batch},
-                "bench": {"batches": sorted({1, batch}), "seconds": bench_seconds, "threads": threads},
-            },
-            "cache": {"enabled": use_cache, "dir": str(cache_dir) if cache_dir else None},
-        },
-        origin="deploy options",
+    recipe = default_recipe(
+        model,
+        outdir,
+        calib=calib,
+        preprocess=preprocess,
+        batch=batch,
+        bench_seconds=bench_seconds,
+        threads=threads,
+        name=name,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
     )
     return run_recipe(recipe, progress=progress)
-
-
-def source_path_of(model: Any) -> Path | None:
-    """The path of a model given as a path (None for anything else)."""
-    if isinstance(model, str | os.PathLike):
-        return Path(model)
-    if isinstance(model, ir.Model):
-        return source_path(model)
-    return None
