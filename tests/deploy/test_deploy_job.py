@@ -321,3 +321,34 @@ def test_the_repository_batches_opportunistically_by_default(tmp_path: Path) -> 
     assert "dynamic_batching" not in config({}, [1, 4])  # no batch axis: nothing to batch
     assert "dynamic_batching" not in config({"max_batch_size": 1}, ["N", 4])
     assert config({"max_queue_delay_ms": 2}, ["N", 4])["dynamic_batching"] == {"max_queue_delay_ms": 2.0}
+
+
+def test_calibration_data_are_keyed_by_content_and_preprocessing_and_loaded_only_when_needed(tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = write_tiny(tmp_path / "tiny.onnx")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
+
+    def run(preprocess: str) -> DeployResult:
+        calibration = {"data": str(images), "preprocess": preprocess}
+        return _run(model, tmp_path / "out", tmp_path / "cache", quantize={"calibration": calibration})
+
+    first = run("size=8x8")
+    assert first.calibration == f"4 samples from {images}"
+    again = run("size=8x8")
+    assert again.reused == ["optimize", "quantize", "compare", "bench"]
+    assert "not loaded" in again.calibration  # nothing had to decode the images
+    # other preprocessing, same files: every stage that reads the samples runs again, even when the
+    # shipped model comes out the same
+    other = run("size=8x8,scale=0.5")
+    status = _status(other)
+    assert (status["optimize"], status["quantize"], status["compare"], status["bench"]) == (
+        "reused",
+        "ran",
+        "ran",
+        "ran",
+    )

@@ -273,7 +273,7 @@ def _surgery(run: _Run, current: _Artifact, threads: int | None) -> tuple[_Artif
 
 
 def _quantize(
-    run: _Run, current: _Artifact, samples: list[Feeds], data_hash: str, threads: int | None
+    run: _Run, current: _Artifact, data: st.CalibrationData, threads: int | None
 ) -> tuple[_Artifact, dict[str, Any] | None, str, str]:
     options = run.recipe.stages.quantize
     if not options.enabled:
@@ -284,7 +284,7 @@ def _quantize(
     ingredients = {
         "input": current.hash,
         "options": options.model_dump(mode="json"),
-        "data": data_hash,
+        "data": data.digest,
         "batch": batch,
         "budget_data": _budget_data(run.recipe) if options.max_accuracy_drop is not None else None,
         "seconds": seconds,
@@ -297,7 +297,7 @@ def _quantize(
         "quantize",
         ingredients,
         lambda: st.quantize_stage(
-            current.model, options, run.recipe.stages.verify, samples, seconds, threads, run.recipe.target
+            current.model, options, run.recipe.stages.verify, data.samples, seconds, threads, run.recipe.target
         ),
     )
     if artifact is None:
@@ -338,30 +338,27 @@ def run_recipe(
     say("surgery", f"{len(stages.surgery)} recipe(s)")
     current, result.surgery = _surgery(run, current, threads)
     say("quantize", f"{stages.quantize.mode} against FP32" if stages.quantize.enabled else "disabled")
-    samples, result.calibration, data_hash = st.calibration_samples(
-        current.model, stages.quantize.calibration, recipe.source.example
-    )
-    final, result.quantize, result.chosen, result.choice_reason = _quantize(run, current, samples, data_hash, threads)
-    _measure(run, result, source, final, samples, data_hash)
+    data = st.CalibrationData(current.model, stages.quantize.calibration, recipe.source.example)
+    final, result.quantize, result.chosen, result.choice_reason = _quantize(run, current, data, threads)
+    _measure(run, result, source, final, data)
+    result.calibration = data.description
     result.stages = run.log
     say("write", f"repository and reports under {recipe.output}")
     _finish(result, final.model)
     return result
 
 
-def _measure(
-    run: _Run, result: DeployResult, source: _Artifact, final: _Artifact, samples: list[Feeds], data_hash: str
-) -> None:
+def _measure(run: _Run, result: DeployResult, source: _Artifact, final: _Artifact, data: st.CalibrationData) -> None:
     recipe = run.recipe
     stages, target, threads = recipe.stages, recipe.target, recipe.stages.bench.threads
     pair = {"input": source.hash, "final": final.hash, "chosen": result.chosen, "target": target}
     run.say("compare", f"{result.chosen} vs the input model at batch 1 and {stages.verify.batch}")
-    ingredients = {**pair, "data": data_hash, "batch": stages.verify.batch, "versions": _versions()}
+    ingredients = {**pair, "data": data.digest, "batch": stages.verify.batch, "versions": _versions()}
     result.compare, _ = run.cached(
         "compare",
         ingredients,
         lambda: (
-            st.compare_stage(source.model, final.model, result.chosen, samples, stages.verify, target, threads),
+            st.compare_stage(source.model, final.model, result.chosen, data.samples, stages.verify, target, threads),
             None,
         ),
     )
@@ -385,7 +382,7 @@ def _measure(
     bench = stages.bench
     ingredients = {
         **pair,
-        "data": data_hash,
+        "data": data.digest,
         "options": bench.model_dump(mode="json"),
         "machine": machine_fingerprint(),
         "versions": _versions(),
@@ -395,7 +392,7 @@ def _measure(
         ingredients,
         lambda: (
             st.bench_stage(
-                source.model, final.model, result.chosen, samples, bench.batches, bench.seconds, target, threads
+                source.model, final.model, result.chosen, data.samples, bench.batches, bench.seconds, target, threads
             ),
             None,
         ),

@@ -29,9 +29,9 @@ from modelport.verify.tolerance import SignalTolerance, Tolerance
 __all__ = [
     "FP32_TOLERANCE",
     "TARGET_PROVIDERS",
+    "CalibrationData",
     "accuracy_stage",
     "bench_stage",
-    "calibration_samples",
     "choose",
     "compare_stage",
     "export_stage",
@@ -164,25 +164,56 @@ def surgery_stage(
 # quantize ----------------------------------------------------------------------------------------
 
 
-def calibration_samples(model: ir.Model, options: CalibrationOptions, builtin: bool) -> tuple[list[Feeds], str, str]:
-    """Samples for calibration, compare and bench: (samples, description, content hash of the data)."""
-    from modelport.deploy.cache import hash_path
-    from modelport.deploy.example import EXAMPLE_INPUT, example_calibration
-    from modelport.ir.specs import specs_of
-    from modelport.quantize.calibration import load_calibration, parse_preprocess
+class CalibrationData:
+    """The samples calibration, verify and bench run on, loaded only when a stage really runs.
 
-    specs = specs_of(model.graph.inputs)
-    if options.data is not None:
-        pre = parse_preprocess(options.preprocess) if options.preprocess else None
-        samples = load_calibration(options.data, specs, preprocess=pre)
-        return samples, f"{len(samples)} samples from {options.data}", hash_path(options.data)
-    if builtin:
-        images = example_calibration()
-        return [{EXAMPLE_INPUT: x[None]} for x in images], f"{len(images)} built-in example images", "builtin"
-    plan = InputPlan(int_ranges=integer_input_ranges(model))
-    samples = [generate_feeds(specs, InputPlan(seed=i, int_ranges=plan.int_ranges)) for i in range(16)]
-    text = "16 GENERATED samples (no calibration data given): INT8 ranges and errors are not representative"
-    return samples, text, "generated"
+    ``digest`` names their content without loading them (it is part of the cache keys): the files'
+    hash plus the preprocessing for user data, or what the samples are generated from. A re-run whose
+    stages are all reused therefore never decodes the images.
+    """
+
+    def __init__(self, model: ir.Model, options: CalibrationOptions, builtin: bool) -> None:
+        from modelport.deploy.cache import hash_path
+
+        self._model, self._options, self._builtin = model, options, builtin
+        self._samples: list[Feeds] | None = None
+        if options.data is not None:
+            self.digest = hash_path(options.data) + f":{options.preprocess or ''}"
+            self._source = f"samples from {options.data}"
+        elif builtin:
+            self.digest, self._source = "builtin", "built-in example images"
+        else:
+            self.digest = "generated"
+            self._source = (
+                "GENERATED samples (no calibration data given): INT8 ranges and errors are not representative"
+            )
+
+    @property
+    def samples(self) -> list[Feeds]:
+        if self._samples is None:
+            self._samples = self._load()
+        return self._samples
+
+    @property
+    def description(self) -> str:
+        if self._samples is None:
+            return f"{self._source} (not loaded: every stage that uses them was reused)"
+        return f"{len(self._samples)} {self._source}"
+
+    def _load(self) -> list[Feeds]:
+        from modelport.deploy.example import EXAMPLE_INPUT, example_calibration
+        from modelport.ir.specs import specs_of
+        from modelport.quantize.calibration import load_calibration, parse_preprocess
+
+        specs = specs_of(self._model.graph.inputs)
+        options = self._options
+        if options.data is not None:
+            pre = parse_preprocess(options.preprocess) if options.preprocess else None
+            return load_calibration(options.data, specs, preprocess=pre)
+        if self._builtin:
+            return [{EXAMPLE_INPUT: x[None]} for x in example_calibration()]
+        ranges = integer_input_ranges(self._model)
+        return [generate_feeds(specs, InputPlan(seed=i, int_ranges=ranges)) for i in range(16)]
 
 
 def choose(result: QuantizeResult, keep: str, target: Target = "cpu") -> tuple[bool, str]:
