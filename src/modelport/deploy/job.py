@@ -255,8 +255,14 @@ def _optimize(run: _Run, current: _Artifact, batch: int) -> tuple[_Artifact, dic
         result = optimize(current.model, options.passes, target=options.target, batches=(1, batch))
         return result.to_dict(), result.model
 
-    ingredients = {"input": current.hash, "options": options.model_dump(mode="json"), "batches": [1, batch]}
-    record, artifact = run.cached("optimize", {**ingredients, "versions": _versions()}, compute)
+    ingredients = {
+        "input": current.hash,
+        "options": options.model_dump(mode="json"),
+        "batches": [1, batch],
+        "machine": machine_fingerprint(),  # passes that may slow a model are kept or reverted by timing them
+        "versions": _versions(),
+    }
+    record, artifact = run.cached("optimize", ingredients, compute)
     assert artifact is not None
     return artifact, record
 
