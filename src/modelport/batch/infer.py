@@ -56,7 +56,8 @@ from modelport.errors import (
 )
 from modelport.ir.specs import TensorSpec
 from modelport.runners.base import check_feeds
-from modelport.serve.repository import ModelRepository, ServedModel, cpu_count
+from modelport.serve.repository import ModelRepository, ServedModel
+from modelport.system import cpu_count
 
 __all__ = ["BatchPredictor", "BatchResult", "batch_infer", "select_model"]
 

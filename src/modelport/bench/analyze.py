@@ -69,7 +69,8 @@ import yaml
 from modelport.errors import BackendError, ConfigError, ModelportError, RepositoryError
 from modelport.report import write_text_atomic
 from modelport.serve.pbtxt import read_triton_config
-from modelport.serve.repository import ModelConfig, ModelRepository, cpu_count, read_config
+from modelport.serve.repository import ModelConfig, ModelRepository, read_config
+from modelport.system import cpu_count
 
 __all__ = [
     "AnalysisResult",

@@ -43,8 +43,9 @@ from modelport.runners.base import Feeds, check_feeds
 from modelport.runners.onnxruntime import OrtRunner
 from modelport.serve.batcher import DynamicBatcher, Executed
 from modelport.serve.protocol import InferenceRequest, RequestedOutput, datatype_of
-from modelport.serve.repository import ModelRepository, RepositoryChanges, ServedModel, cpu_count
+from modelport.serve.repository import ModelRepository, RepositoryChanges, ServedModel
 from modelport.serve.stats import Metrics, ModelStats
+from modelport.system import cpu_count
 
 __all__ = ["PLATFORM", "SERVER_EXTENSIONS", "InferenceCore", "InferenceResult", "ServerOptions"]
 

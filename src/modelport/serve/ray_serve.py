@@ -46,7 +46,8 @@ from typing import Any
 
 from modelport.errors import BackendError, ConfigError, ModelNotReadyError
 from modelport.serve.core import InferenceCore, ServerOptions
-from modelport.serve.repository import CPUS_ENV, ModelRepository
+from modelport.serve.repository import ModelRepository
+from modelport.system import CPUS_ENV
 
 __all__ = [
     "DEFAULT_APP_NAME",
