@@ -9,10 +9,11 @@ For every pass the manager works on a copy of the current model and then decides
 2. **Not bigger** — a pass that adds nodes is reverted (node count includes subgraphs).
 3. **Not slower on the target** — a pass marked ``may_slow`` (a wider Conv, a Gemm turned into a
    Conv, engine-specific fusions) is timed side by side with the model before it, on the target
-   engine, and reverted when it is slower. The target ``generic`` is timed on ONNX Runtime with
-   its own graph optimizations off (the graph as any engine receives it); ``onnxruntime`` at
-   ORT's default level, as it will run. A timed pass that removes no node must be clearly faster
-   (3 %), so that a rewrite within timing noise is not kept on one run and dropped on the next.
+   engine (the rewritten region, see :mod:`.timing`), and reverted when it is slower. The
+   target ``generic`` is timed on ONNX Runtime with its own graph optimizations off (the graph
+   as any engine receives it); ``onnxruntime`` at ORT's default level, as it will run. A timed
+   pass that removes no node must be clearly faster (3 %), so that a rewrite within timing
+   noise is not kept on one run and dropped on the next.
 
 Every decision is a :class:`PassStep` in the report; the optimizer never returns a model it did
 not verify (unless the caller turned verification off, and then every step says so).
@@ -33,11 +34,10 @@ from modelport.errors import PassError
 from modelport.ir.serde import clone, serialized_size, weight_bytes
 from modelport.ir.summary import node_count
 from modelport.passes.base import Pass
+from modelport.passes.timing import Timer
 from modelport.passes.verification import Check, FullVerifier, RegionVerifier
-from modelport.runners.onnxruntime import GraphOptimization
 from modelport.verify.inputs import (
     InputPlan,
-    generate_feeds,
     integer_input_ranges,
     merge_ranges,
 )
@@ -69,8 +69,6 @@ REGION_VERIFY_BYTES = 512 << 20
 SLOWER_MARGIN = 1.02
 #: ... and, when it removes no node, only if it is at least this much faster.
 FASTER_MARGIN = 0.97
-#: Time spent timing one may-slow pass (both versions, interleaved).
-TIMING_SECONDS = 0.5
 
 
 @dataclass
@@ -89,6 +87,7 @@ class PassStep:
     reason: str = ""
     verification: str = ""
     latency_ms: tuple[float, float] | None = None  # (before, after) when the pass was timed
+    timed: str = ""  # what was timed: the rewritten region or the whole model
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -206,7 +205,7 @@ def optimize(
         bytes_before=bytes0,
         verification=verifier.kind if verifier else "off",
     )
-    timer = _Timer(target, plan) if measure else None
+    timer = Timer(target, plan) if measure else None
     optimistic = verifier is not None and not verify_each
     if verifier is not None and not optimistic:
         result.verified_batches = list(verifier.batches)  # a model ORT cannot run fails here, first
@@ -241,7 +240,7 @@ def _run_all(
     target: str,
     verifier: Verifier | None,
     *,
-    timer: _Timer | None,
+    timer: Timer | None,
     progress: Callable[[str], None] | None,
     note: str,
 ) -> tuple[_State, list[PassStep]]:
@@ -273,39 +272,16 @@ class _State:
     size: int  # serialized bytes (estimated between passes from the change in weight bytes)
     weights: int
     budget: Tolerance
+    #: A copy of ``model`` a pass left unchanged, so that the next pass needs no fresh copy.
+    #: (Should a pass change it and say it did not, the change is still in the final check.)
+    spare: ir.Model | None = None
 
 
 def _skipped(p: Pass, state: _State, reason: str) -> PassStep:
     return PassStep(p.name, "skipped", state.nodes, state.nodes, state.size, state.size, 0.0, reason=reason)
 
 
-class _Timer:
-    """Side-by-side latency of two versions of a model on the target engine."""
-
-    def __init__(self, target: str, plan: InputPlan) -> None:
-        self.level: GraphOptimization = "all" if target == "onnxruntime" else "disable"
-        self.plan = replace(plan, batch=1)
-
-    def compare(self, before: ir.Model, after: ir.Model) -> tuple[float, float]:
-        from modelport.bench.harness import bench_interleaved
-        from modelport.runners.onnxruntime import OrtRunner
-
-        with (
-            OrtRunner(before, graph_optimization=self.level, name="before") as a,
-            OrtRunner(after, graph_optimization=self.level, name="after") as b,
-        ):
-            feeds = generate_feeds(a.inputs, self.plan)
-            t0 = time.perf_counter()
-            a.infer(feeds)
-            b.infer(feeds)
-            per_run = (time.perf_counter() - t0) / 2
-            # Each window holds at least 3 runs of each; as many alternations as fit the budget.
-            rounds = max(2, min(8, int(TIMING_SECONDS / (6 * per_run))))
-            results = bench_interleaved([a, b], feeds, duration=TIMING_SECONDS, rounds=rounds, warmup=1)
-        return results[0].median_ms, results[1].median_ms
-
-
-def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | None, note: str) -> PassStep:
+def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: Timer | None, note: str) -> PassStep:
     t0 = time.perf_counter()
     step = PassStep(p.name, "no change", state.nodes, state.nodes, state.size, state.size, 0.0)
     step.tolerance = str(p.tolerance)
@@ -313,7 +289,7 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
         if not p.applicable(state.model):
             step.seconds = time.perf_counter() - t0
             return step
-        candidate = clone(state.model)
+        candidate, state.spare = state.spare or clone(state.model), None
         changed = p(candidate).modified
     except Exception as e:  # a broken pass must not take the model down with it
         step.status, step.reason = "failed", f"{type(e).__name__}: {e}"
@@ -321,6 +297,7 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
         logger.warning("pass %s failed and was rolled back: %s", p.name, e)
         return step
     if not changed:
+        state.spare = candidate  # still a copy of the accepted model: the next pass may use it
         step.seconds = time.perf_counter() - t0
         return step
     nodes = node_count(candidate)
@@ -341,9 +318,9 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: _Timer | 
             logger.warning("pass %s rolled back: %s", p.name, check.reason)
             return _undo(step, t0, "rolled back", check.reason)
     if p.may_slow and timer is not None:
-        before_ms, after_ms = timer.compare(state.model, candidate)
-        step.latency_ms = (before_ms, after_ms)
-        reason = _speed_verdict(before_ms, after_ms, fewer_nodes=nodes < state.nodes)
+        timing = timer.compare(state.model, candidate)
+        step.latency_ms, step.timed = (timing.before_ms, timing.after_ms), timing.scope
+        reason = _speed_verdict(timing.before_ms, timing.after_ms, fewer_nodes=nodes < state.nodes)
         if reason:
             return _undo(step, t0, "reverted", reason)
     step.status = "applied"

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 Feeds = dict[str, np.ndarray[Any, Any]]
 
+#: Verification runs next to the passes (the reference in a background thread): ONNX Runtime's
+#: worker threads must not busy-wait between runs on the cores the passes need.
+NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
+
 
 @dataclass
 class Check:
@@ -81,7 +85,13 @@ class FullVerifier:
         batches: list[int] = []
         all_feeds: list[Feeds] = []
         reference: list[Feeds] = []
-        runner = OrtRunner(data, graph_optimization="disable", name="input model", external_initializers=weights)
+        runner = OrtRunner(
+            data,
+            graph_optimization="disable",
+            name="input model",
+            external_initializers=weights,
+            session_config=NO_SPINNING,
+        )
         with runner:
             for wanted in requested:
                 batch = effective_batch(runner.inputs, wanted)
@@ -102,7 +112,9 @@ class FullVerifier:
         del before  # compared with the input model's reference outputs, not the previous step
         batches, all_feeds, reference = self._future.result()
         diffs: list[OutputDiff] = []
-        with OrtRunner(after, graph_optimization="disable", name="candidate", share_weights=True) as runner:
+        with OrtRunner(
+            after, graph_optimization="disable", name="candidate", share_weights=True, session_config=NO_SPINNING
+        ) as runner:
             for feeds, expected in zip(all_feeds, reference, strict=True):
                 diffs.extend(diff_outputs(runner.infer(feeds), expected, tolerance))
         worst = max((d.max_abs for d in diffs), default=0.0)
@@ -392,18 +404,68 @@ class RegionVerifier:
             self.graph_input_feeds[batch] = generate_feeds(specs, replace(plan, batch=batch))
             self.sizes[batch] = _symbol_sizes(model, self.graph_input_feeds[batch])
 
-    def check(self, before: ir.Model, after: ir.Model, tolerance: Tolerance) -> Check:
+    def rewritten(
+        self, before: ir.Model, after: ir.Model, *, infer: bool = True, expand: bool = True
+    ) -> tuple[list[ir.Node], list[ir.Node]] | str:
+        """The nodes only ``before`` has and those only ``after`` has (with the producers of their
+        computed integer inputs unless ``expand`` is false), or why the rewrite cannot be cut out.
+        ``infer=False`` trusts the types and shapes the values already carry."""
         from modelport.ir.serde import infer_shapes
 
-        for m in (before, after):
-            infer_shapes(m)
+        if infer:
+            for m in (before, after):
+                infer_shapes(m)
         sig_before = {_signature(n): n for n in before.graph}
         sig_after = {_signature(n): n for n in after.graph}
         removed = [n for s, n in sig_before.items() if s not in sig_after]
         added = [n for s, n in sig_after.items() if s not in sig_before]
         if any(has_subgraph(n) for n in (*removed, *added)):
-            return Check(False, reason="a rewrite inside an If/Loop/Scan body cannot be verified by region")
+            return "a rewrite inside an If/Loop/Scan body cannot be cut out as a region"
+        if expand:
+            _expand(removed, added)
+        return removed, added
+
+    def timing_pair(self, before: ir.Model, after: ir.Model) -> tuple[ir.Model, ir.Model, Feeds] | str:
+        """The rewritten region of each version as a model of its own, widened by the nodes that
+        read its results (so an engine's fusion across the boundary still counts), and feeds for
+        its boundary at the first batch size; or why there is none.
+
+        Shape inference (a serialization of both models) runs only when a value at the boundary
+        has no known type or shape: a clone keeps what was inferred on the model it came from.
+        """
+        from modelport.ir.serde import infer_shapes
+
+        found = self.rewritten(before, after, infer=False, expand=False)
+        if isinstance(found, str):
+            return found
+        removed, added = found
+        if not removed and not added:
+            return "nothing was rewritten"
+        _widen(removed, added, after)
+        boundary = (*_region(removed).inputs, *_region(added).inputs)
+        if any(v.type is None or v.shape is None for v in boundary):
+            for m in (before, after):
+                infer_shapes(m)
         _expand(removed, added)
+        region_b, region_a = _region(removed), _region(added)
+        if set(region_b.outputs) != set(region_a.outputs):
+            return "the rewritten region's boundary changed"
+        if not region_b.outputs:
+            return "the rewritten region computes nothing that is read"
+        inputs_b = _with_inputs_of(before, region_b, region_a)
+        inputs_a = _with_inputs_of(after, region_a, region_b)
+        if inputs_b is None or inputs_a is None:
+            return "the two regions read different values"
+        feeds = self._feeds(inputs_b, self.batches[0])
+        if isinstance(feeds, str):
+            return feeds
+        return _submodel(before, inputs_b, region_b), _submodel(after, inputs_a, region_a), feeds
+
+    def check(self, before: ir.Model, after: ir.Model, tolerance: Tolerance) -> Check:
+        found = self.rewritten(before, after)
+        if isinstance(found, str):
+            return Check(False, reason=found)
+        removed, added = found
         detail = f"{len(removed)} -> {len(added)} nodes"
         components = _components(removed, added)
         chosen = _representatives(components)
@@ -460,9 +522,40 @@ class RegionVerifier:
 
     @staticmethod
     def _run(model: ir.Model, region: _Region, all_feeds: list[Feeds]) -> list[Feeds]:
-        graph = ir.convenience.extract(model.graph, inputs=region.inputs, outputs=list(region.outputs.values()))
-        sub = ir.Model(graph, ir_version=model.ir_version)
-        sub.opset_imports.update(model.opset_imports)
+        sub = _submodel(model, region.inputs, region)
         names = [v.name or "" for v in region.inputs]
         with OrtRunner(sub, graph_optimization="disable", name="region", share_weights=True) as runner:
             return [runner.infer({name: feeds[name] for name in names}) for feeds in all_feeds]
+
+
+def _submodel(model: ir.Model, inputs: list[ir.Value], region: _Region) -> ir.Model:
+    graph = ir.convenience.extract(model.graph, inputs=inputs, outputs=list(region.outputs.values()))
+    sub = ir.Model(graph, ir_version=model.ir_version)
+    sub.opset_imports.update(model.opset_imports)
+    return sub
+
+
+def _widen(removed: list[ir.Node], added: list[ir.Node], after: ir.Model) -> None:
+    """Add to both sides the unchanged nodes of the main graph that read the region's results."""
+    twins = {_signature(n): n for n in after.graph}
+    for value in list(_region(removed).outputs.values()):
+        for consumer in value.consumers():
+            if consumer in removed or consumer.graph is None or consumer.graph is not value.graph:
+                continue
+            twin = twins.get(_signature(consumer))
+            if twin is not None and twin not in added:
+                removed.append(consumer)
+                added.append(twin)
+
+
+def _with_inputs_of(model: ir.Model, region: _Region, other: _Region) -> list[ir.Value] | None:
+    """``region``'s inputs plus the values of ``model`` named like ``other``'s (None if one is
+    missing), in one order for both versions, so that both regions take the same feeds."""
+    names = sorted({v.name or "" for v in (*region.inputs, *other.inputs)})
+    own = {v.name or "": v for v in region.inputs}
+    if all(name in own for name in names):
+        return [own[name] for name in names]
+    values = {v.name or "": v for v in model.graph.inputs}
+    values.update({v.name or "": v for n in model.graph for v in n.outputs})
+    chosen = [own.get(name) or values.get(name) for name in names]
+    return None if any(v is None for v in chosen) else [v for v in chosen if v is not None]

@@ -1,0 +1,96 @@
+"""Time a may-slow rewrite on the target engine, side by side with the model before it.
+
+What is timed is the *rewritten region*, not the whole model: nodes are matched between the two
+versions by signature (see :mod:`.verification`), and the part that differs — widened by the
+unchanged nodes that read its results, so that an engine's fusion across the boundary (Conv +
+Relu) still counts — is cut out of each version with its weights and run on random data at its
+boundary. The rest of the model is the same in both versions and would only add the same time
+(and its noise) to both sides; a region runs in a fraction of the model's time, so many
+alternating runs fit a short budget. When no region can be cut out (a rewrite inside an If/Loop
+body, a boundary tensor of unknown shape, an integer tensor computed inside the model) the whole
+model is timed instead, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import onnx_ir as ir
+
+from modelport.passes.verification import Feeds, RegionVerifier
+from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
+from modelport.verify.inputs import InputPlan, generate_feeds
+
+__all__ = ["REGION_SECONDS", "WHOLE_MODEL_SECONDS", "Timer", "Timing"]
+
+logger = logging.getLogger(__name__)
+
+#: Time spent timing one rewritten region (both versions, interleaved).
+REGION_SECONDS = 0.2
+#: Time spent timing one rewrite on the whole model, when no region can be cut out.
+WHOLE_MODEL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median latency before and after a rewrite, and what was run to get it."""
+
+    before_ms: float
+    after_ms: float
+    scope: str  # "rewritten region (N -> M nodes)" or "whole model (why no region)"
+
+
+class Timer:
+    """Side-by-side latency of two versions of a model on the target engine.
+
+    ``target`` ``generic`` is timed with ONNX Runtime's graph optimizations off (the graph as any
+    engine receives it); ``onnxruntime`` at ORT's default level, as it will run.
+    """
+
+    def __init__(self, target: str, plan: InputPlan) -> None:
+        self.level: GraphOptimization = "all" if target == "onnxruntime" else "disable"
+        self.plan = replace(plan, batch=1)
+        self._regions: RegionVerifier | None = None
+
+    def compare(self, before: ir.Model, after: ir.Model) -> Timing:
+        if self._regions is None:
+            self._regions = RegionVerifier(before, self.plan, [1])
+        try:
+            pair = self._regions.timing_pair(before, after)
+        except Exception as e:  # cutting out is an optimization of the measurement, never fatal
+            pair = f"{type(e).__name__}: {e}"
+        if isinstance(pair, str):
+            logger.debug("timing the whole model: %s", pair)
+            before_ms, after_ms = _time(before, after, None, self.level, self.plan, WHOLE_MODEL_SECONDS)
+            return Timing(before_ms, after_ms, f"whole model ({pair})")
+        region_b, region_a, feeds = pair
+        scope = f"rewritten region ({len(region_b.graph)} -> {len(region_a.graph)} nodes)"
+        before_ms, after_ms = _time(region_b, region_a, feeds, self.level, self.plan, REGION_SECONDS)
+        return Timing(before_ms, after_ms, scope)
+
+
+def _time(
+    before: ir.Model,
+    after: ir.Model,
+    feeds: Feeds | None,
+    level: GraphOptimization,
+    plan: InputPlan,
+    seconds: float,
+) -> tuple[float, float]:
+    from modelport.bench.harness import bench_interleaved
+
+    with (
+        OrtRunner(before, graph_optimization=level, name="before", share_weights=True) as a,
+        OrtRunner(after, graph_optimization=level, name="after", share_weights=True) as b,
+    ):
+        feeds = feeds if feeds is not None else generate_feeds(a.inputs, plan)
+        t0 = time.perf_counter()
+        a.infer(feeds)
+        b.infer(feeds)
+        per_run = (time.perf_counter() - t0) / 2
+        # Each window holds at least 3 runs of each; as many alternations as fit the budget.
+        rounds = max(2, min(8, int(seconds / (6 * per_run))))
+        results = bench_interleaved([a, b], feeds, duration=seconds, rounds=rounds, warmup=1)
+    return results[0].median_ms, results[1].median_ms
