@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 from helpers import apply, bind, op_types, run_plain
 
 from modelport.passes.base import Pass
@@ -64,14 +65,26 @@ def test_the_region_is_what_changed_plus_its_readers_and_runs_like_the_model() -
         np.testing.assert_allclose(got_a[name], value, atol=TOL.atol, rtol=TOL.rtol, err_msg=name)
 
 
-def test_shape_inference_runs_only_when_a_boundary_shape_is_unknown() -> None:
+def test_shape_inference_runs_only_when_a_boundary_shape_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelport.ir import serde
+
     before, after = _rewritten()
+    for model in (before, after):
+        serde.infer_shapes(model)
+    calls: list[ir.Model] = []
+    real = serde.infer_shapes
+    monkeypatch.setattr(serde, "infer_shapes", lambda model: calls.append(model) or real(model))
+    regions = RegionVerifier(before, InputPlan(), [1])
+    pair = regions.timing_pair(before, after)
+    assert not isinstance(pair, str), pair
+    assert calls == []  # every boundary value already had its type and shape
     for model in (before, after):
         for node in model.graph:
             for value in node.outputs:
                 value.shape = None  # what a pass leaves on values it creates
-    pair = RegionVerifier(before, InputPlan(), [1]).timing_pair(before, after)
+    pair = regions.timing_pair(before, after)
     assert not isinstance(pair, str), pair
+    assert calls == [before, after]
     assert pair[2]["h"].shape == (1, 8, 12, 12)  # inferred, since it was not known
 
 
