@@ -9,11 +9,12 @@ leaves a half-written model behind and never destroys what the user had. A model
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -401,48 +402,108 @@ def check_model(model: ir.Model, *, full: bool = False) -> None:
 def infer_shapes(model: ir.Model) -> bool:
     """Run ONNX shape inference and merge the inferred types and shapes into ``model``.
 
-    Large weights are left out of the call (the model may be far over 2 GiB). Unlike onnx-ir's
-    ShapeInferencePass, whole *types* are merged, so a sequence or optional value keeps its kind
-    (the onnx-ir pass sets ``dtype``, which turns an untyped ``seq(tensor(float))`` into a plain
-    float tensor and makes the model invalid). Returns whether anything changed; a model the
-    inference rejects is left unchanged.
+    Large weights are left out of the call (the model may be far over 2 GiB): they are passed as
+    external references, which carry their type and shape. Unlike onnx-ir's ShapeInferencePass,
+    whole *types* are merged, so a sequence or optional value keeps its kind (the onnx-ir pass
+    sets ``dtype``, which turns an untyped ``seq(tensor(float))`` into a plain float tensor and
+    makes the model invalid), and only the values whose inferred type or shape differs from what
+    was sent are read back. Returns whether anything changed; a model the inference rejects is
+    left unchanged.
     """
     import onnx
-    from onnx_ir.passes.common import _c_api_utils
 
-    def infer(proto: Any) -> Any:
-        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-
+    with _weights_as_references(model, _INFERENCE_INLINE_BYTES, used_only=False):
+        sent = ir.serde.serialize_model(model)
     try:
-        inferred = ir.serde.deserialize_model(_c_api_utils.call_onnx_api(infer, model))
+        inferred = onnx.shape_inference.infer_shapes(sent, check_type=False, strict_mode=False, data_prop=True)
     except Exception as e:
         logger.debug("shape inference failed, model left unchanged: %s", e)
         return False
-    changed = False
-    for original, result in zip(model.graphs(), inferred.graphs(), strict=False):
-        known = ir.convenience.create_value_mapping(result)
-        for name, value in ir.convenience.create_value_mapping(original).items():
-            other = known.get(name)
-            if other is None:
-                continue
-            if other.type is not None and value.type != other.type:
-                value.type = other.type
-                changed = True
-            if other.shape is not None and value.shape != other.shape:
-                value.shape = other.shape
-                changed = True
+    return _merge_inferred(model.graph, sent.graph, inferred.graph)
+
+
+# Initializers up to this size stay inline for shape inference: its data propagation reads small
+# constants (a Reshape's shape, a Slice's starts); a big weight only needs its type and shape.
+_INFERENCE_INLINE_BYTES = 1024
+
+
+def _merge_inferred(graph: ir.Graph, sent: Any, inferred: Any) -> bool:
+    """Merge what shape inference found for ``graph`` (``sent`` and ``inferred`` are GraphProtos)."""
+    changed = _merge_values(graph, sent, inferred)
+    # Subgraphs (If/Loop/Scan bodies): nodes are serialized, and inferred, in graph order.
+    nodes = list(graph)
+    if len(nodes) != len(inferred.node) or len(nodes) != len(sent.node):
+        logger.debug("shape inference returned %d nodes for %d; subgraphs not merged", len(inferred.node), len(nodes))
+        return changed
+    for node, sent_node, inferred_node in zip(nodes, sent.node, inferred.node, strict=True):
+        if any(attr.type in _GRAPH_ATTRIBUTES for attr in node.attributes.values()):
+            for subgraph, sent_graph, inferred_graph in _subgraph_triples(node, sent_node, inferred_node):
+                changed = _merge_inferred(subgraph, sent_graph, inferred_graph) or changed
     return changed
 
 
-def _serialize_with_placeholders(model: ir.Model, min_bytes: int) -> tuple[bytes, list[tuple[str, ir.TensorProtocol]]]:
-    """Serialize the main graph with its big weights replaced by external references."""
+def _merge_values(graph: ir.Graph, sent: Any, inferred: Any) -> bool:
+    """Set the types and shapes of ``graph``'s values whose inferred info differs from what was sent."""
+    before = {info.name: info for part in (sent.input, sent.output, sent.value_info) for info in part}
+    fresh = [
+        info
+        for part in (inferred.input, inferred.output, inferred.value_info)
+        for info in part
+        if info.name not in before or before[info.name] != info
+    ]
+    if not fresh:
+        return False
+    values = {value.name: value for value in graph.inputs if value.name}
+    values.update(graph.initializers)
+    values.update((out.name, out) for node in graph for out in node.outputs if out.name)
+    changed = False
+    for info in fresh:
+        value = values.get(info.name)
+        if value is None:
+            continue
+        other = ir.serde.deserialize_value_info_proto(info, None)
+        if other.type is not None and value.type != other.type:
+            value.type = other.type
+            changed = True
+        if other.shape is not None and value.shape != other.shape:
+            value.shape = other.shape
+            changed = True
+    return changed
+
+
+def _subgraph_triples(node: ir.Node, sent: Any, inferred: Any) -> list[tuple[ir.Graph, Any, Any]]:
+    """The node's subgraphs, each with its sent and inferred GraphProto."""
+    sent_attrs = {a.name: a for a in sent.attribute}
+    inferred_attrs = {a.name: a for a in inferred.attribute}
+    triples: list[tuple[ir.Graph, Any, Any]] = []
+    for name, attr in node.attributes.items():
+        if attr.type not in _GRAPH_ATTRIBUTES or name not in sent_attrs or name not in inferred_attrs:
+            continue
+        if attr.type == ir.AttributeType.GRAPH:
+            triples.append((attr.value, sent_attrs[name].g, inferred_attrs[name].g))
+        else:
+            triples.extend(zip(attr.value, sent_attrs[name].graphs, inferred_attrs[name].graphs, strict=False))
+    return triples
+
+
+_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+@contextlib.contextmanager
+def _weights_as_references(
+    model: ir.Model, min_bytes: int, *, used_only: bool
+) -> Iterator[list[tuple[str, ir.TensorProtocol]]]:
+    """Swap the main graph's big weights for external references while the block runs.
+
+    Yields the ``(name, tensor)`` pairs swapped out; the model is restored on exit. With
+    ``used_only``, an initializer nobody reads stays inline (ONNX Runtime drops it on load and
+    would then refuse a buffer for it).
+    """
     swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
     try:
         for value in model.graph.initializers.values():
             tensor = value.const_value
-            # An initializer nobody reads stays inline: ONNX Runtime drops it on load and would
-            # then refuse a buffer for it.
-            if tensor is None or tensor.nbytes < min_bytes or not value.name or not value.uses():
+            if tensor is None or tensor.nbytes < min_bytes or not value.name or (used_only and not value.uses()):
                 continue
             swapped.append((value, tensor))
             value.const_value = ir.ExternalTensor(
@@ -453,11 +514,17 @@ def _serialize_with_placeholders(model: ir.Model, min_bytes: int) -> tuple[bytes
                 shape=ir.Shape(list(tensor.shape)),  # type: ignore[arg-type]
                 name=value.name,
             )
-        data = bytes(ir.serde.serialize_model(model).SerializeToString())
+        yield [(str(value.name), tensor) for value, tensor in swapped]
     finally:
         for value, tensor in swapped:
             value.const_value = tensor
-    return data, [(str(value.name), tensor) for value, tensor in swapped]
+
+
+def _serialize_with_placeholders(model: ir.Model, min_bytes: int) -> tuple[bytes, list[tuple[str, ir.TensorProtocol]]]:
+    """Serialize the main graph with its big (and read) weights replaced by external references."""
+    with _weights_as_references(model, min_bytes, used_only=True) as tensors:
+        data = bytes(ir.serde.serialize_model(model).SerializeToString())
+    return data, tensors
 
 
 def serialize_without_weights(model: ir.Model, min_bytes: int = 1 << 20) -> tuple[bytes, list[str], list[Any]]:
