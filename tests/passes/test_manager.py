@@ -254,6 +254,45 @@ def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, mon
     assert copies == 1  # the working copy of the input; no per-pass copy
 
 
+def test_passes_that_are_not_timed_share_one_copy(example_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelport.passes import manager
+
+    copies = 0
+    real_clone = manager.clone
+
+    def counting_clone(model: ir.Model) -> ir.Model:
+        nonlocal copies
+        copies += 1
+        return real_clone(model)
+
+    monkeypatch.setattr(manager, "clone", counting_clone)
+    model = load(example_path)
+    chained = optimize(model, ["noop", "conv-bn", "cse", "dead-code"])
+    assert [s.status for s in chained.steps][:2] == ["applied", "applied"]
+    assert copies == 2  # the working copy of the input, and one for the whole run of passes
+    assert chained.verification.startswith("full, once after all passes")
+    copies = 0
+    each = optimize(model, ["noop", "conv-bn", "cse", "dead-code"], verify_each=True)
+    # One per pass that looks at the model (noop, conv-bn, cse); cse changes nothing, so dead-code
+    # gets its copy.
+    assert copies == 4
+    assert [(s.status, s.nodes_after) for s in each.steps] == [(s.status, s.nodes_after) for s in chained.steps]
+    assert chained.steps[1].tolerance == each.steps[1].tolerance == "atol=1e-05, rtol=1e-05"
+
+
+@pytest.mark.parametrize("verify", ["auto", "off"])
+def test_a_pass_that_fails_or_adds_nodes_in_a_chain_is_undone_alone(example_path: Path, verify: str) -> None:
+    passes = [create_pass("noop"), CrashingPass(), AddIdentityPass(), create_pass("conv-bn")]
+    result = optimize(load(example_path), passes, verify=verify)  # type: ignore[arg-type]
+    assert [s.status for s in result.steps] == ["applied", "failed", "reverted", "applied"]
+    assert "boom" in result.steps[1].reason and result.steps[2].reason == "adds 1 node(s)"
+    assert result.nodes_after == result.steps[3].nodes_after < result.steps[0].nodes_before
+    ops = {n.op_type for n in result.model.graph}
+    assert "BatchNormalization" not in ops and "Identity" not in ops
+    if verify == "auto":
+        assert result.verification.startswith("full, once after all passes")
+
+
 @pytest.mark.parametrize("verify_each", [False, True])
 def test_a_model_onnx_runtime_cannot_run_is_the_callers_error_not_a_passs(verify_each: bool) -> None:
     from modelport.errors import BackendError

@@ -245,8 +245,19 @@ def _run_all(
     note: str,
 ) -> tuple[_State, list[PassStep]]:
     state = _State(model, stats[0], stats[1], weight_bytes(model), EXACT)
-    steps = []
-    for p in chosen:
+    steps: list[PassStep] = []
+    i, replay_until = 0, 0
+    while i < len(chosen):
+        length = 0 if i < replay_until else _chain_length(chosen, i, verifier, timer)
+        if length > 1:
+            chained = _run_chained(chosen[i : i + length], state, target, progress, note)
+            if chained is not None:
+                steps.extend(chained)
+                i += length
+                continue
+            replay_until = i + length  # something went wrong: one pass at a time, each on a copy
+        p = chosen[i]
+        i += 1
         if progress:
             progress(p.name)
         if target not in p.targets:
@@ -254,6 +265,66 @@ def _run_all(
             continue
         steps.append(_run_one(p, state, verifier, timer, note))
     return state, steps
+
+
+def _chain_length(chosen: Sequence[Pass], start: int, verifier: Verifier | None, timer: Timer | None) -> int:
+    """How many passes from ``start`` on may run one after the other on a single copy.
+
+    A pass needs a copy of the model before it only to go back to: when it is checked on its own
+    (``verify_each``) or timed. Otherwise it is undone only if it fails or adds nodes, which is
+    rare, so a run of such passes shares one copy and is replayed pass by pass if that happens.
+    """
+    if verifier is not None:
+        return 0
+    end = start
+    while end < len(chosen) and not (chosen[end].may_slow and timer is not None):
+        end += 1
+    return end - start
+
+
+def _run_chained(
+    group: Sequence[Pass], state: _State, target: str, progress: Callable[[str], None] | None, note: str
+) -> list[PassStep] | None:
+    """Run ``group`` in order on one copy of the model; None (``state`` untouched) when a pass
+    fails or adds nodes, and the group must be replayed one pass at a time."""
+    work: ir.Model | None = state.spare  # copied when the first pass has something to do
+    state.spare = None
+    nodes, size, weights, budget = state.nodes, state.size, state.weights, state.budget
+    steps = []
+    for p in group:
+        if progress:
+            progress(p.name)
+        if target not in p.targets:
+            steps.append(_skipped(p, replace(state, nodes=nodes, size=size), f"not for target '{target}'"))
+            continue
+        t0 = time.perf_counter()
+        step = PassStep(p.name, "no change", nodes, nodes, size, size, 0.0, tolerance=str(p.tolerance))
+        try:
+            if p.applicable(work or state.model):
+                work = work or clone(state.model)
+                changed = p(work).modified
+            else:
+                changed = False
+        except Exception as e:
+            logger.debug("pass %s failed in a chain; replaying the chain pass by pass: %s", p.name, e)
+            return None
+        if changed:
+            assert work is not None
+            after = node_count(work)
+            if after > nodes:
+                logger.debug("pass %s adds nodes; replaying the chain pass by pass", p.name)
+                return None
+            now = weight_bytes(work)
+            step.status, step.verification = "applied", note
+            step.nodes_after, step.bytes_after = after, size + now - weights
+            nodes, size, weights, budget = after, step.bytes_after, now, budget + p.tolerance
+        step.seconds = time.perf_counter() - t0
+        steps.append(step)
+    if work is not None and any(step.status == "applied" for step in steps):
+        state.model, state.nodes, state.size, state.weights, state.budget = work, nodes, size, weights, budget
+    elif work is not None:
+        state.spare = work
+    return steps
 
 
 def _final_check(verifier: Verifier, model: ir.Model, state: _State) -> Check:
