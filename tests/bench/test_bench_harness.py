@@ -159,6 +159,31 @@ def test_interleaved_one_result_per_runner() -> None:
     assert results[1].min_ms >= 1.0
 
 
+def test_interleaved_stops_when_settled() -> None:
+    def slow(f: Feeds) -> Outputs:
+        time.sleep(0.002)
+        return identity(f)
+
+    seen: list[list[list[float]]] = []
+
+    def settled(medians: list[list[float]]) -> bool:
+        seen.append(medians)
+        return len(medians[0]) == 3
+
+    runners = [fake(name="a"), fake(slow, name="b")]
+    for runner in runners:
+        runner.activate()
+    try:
+        results = bench_interleaved(runners, feeds(), duration=0.8, rounds=8, warmup=1, settled=settled)
+    finally:
+        for runner in runners:
+            runner.deactivate()
+    assert [len(m[0]) for m in seen] == [1, 2, 3]  # asked after every round; the third ended it
+    assert all(len(m[0]) == len(m[1]) for m in seen)
+    assert seen[-1][1][0] >= 2.0 > seen[-1][0][0]  # window medians in ms, per runner
+    assert [len(r.windows_ms) for r in results] == [3, 3]  # of the 8 rounds allowed
+
+
 # bench (ONNX Runtime) -------------------------------------------------------------------------
 
 

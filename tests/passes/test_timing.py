@@ -123,3 +123,19 @@ def test_a_rewrite_inside_a_subgraph_is_timed_on_the_whole_model() -> None:
     timing = Timer("generic", InputPlan()).compare(model, after)
     assert timing.scope == "whole model (a rewrite inside an If/Loop/Scan body cannot be cut out as a region)"
     assert timing.before_ms > 0 and timing.after_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ([1.0, 1.0], [0.5, 0.5], False),  # two rounds are not enough, however far apart
+        ([1.0, 1.0, 1.0], [0.8, 0.85, 0.9], True),  # after ahead by >= 10 % in every round
+        ([1.0, 1.0, 1.0], [1.2, 1.15, 1.1], True),  # after behind by >= 10 % in every round
+        ([1.0, 1.0, 1.0], [0.8, 0.85, 0.95], False),  # one round within the margin
+        ([1.0, 1.0, 1.0, 1.0], [0.8, 1.3, 0.8, 0.8], False),  # rounds disagree
+    ],
+)
+def test_timing_ends_early_only_on_a_clear_verdict(before: list[float], after: list[float], expected: bool) -> None:
+    from modelport.passes.timing import settled
+
+    assert settled([before, after]) is expected

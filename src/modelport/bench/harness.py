@@ -979,12 +979,15 @@ def bench_interleaved(
     duration: float = 2.0,
     rounds: int = 4,
     warmup: int = 3,
+    settled: Callable[[list[list[float]]], bool] | None = None,
 ) -> list[BenchResult]:
     """Time several runners on the same feeds in alternating short windows.
 
     A side-by-side comparison run one after the other is at the mercy of whatever else the
     machine did meanwhile; alternating windows spreads that noise over all contenders alike.
     Each window runs at least three calls; the statistics pool every window of a runner.
+    ``settled``, called after each round with every runner's window medians so far (ms), ends
+    the comparison early when it returns True (a verdict that more rounds would not change).
     """
     if not runners:
         raise ConfigError("bench_interleaved() needs at least one runner")
@@ -1003,6 +1006,8 @@ def bench_interleaved(
             start = _clock()
             stamps = _timed_window(call, None, window, 3, 1024)
             windows[i].append(_Window.of([stamps], _clock() - start, {}))
+        if settled is not None and settled([[w.median_ms for w in runs] for runs in windows]):
+            break
     return [
         _result(runner.name, workload, warmup, runs, runs, runner.describe())
         for runner, workload, runs in zip(runners, workloads, windows, strict=True)

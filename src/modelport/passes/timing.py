@@ -23,7 +23,7 @@ from modelport.passes.verification import Feeds, RegionVerifier
 from modelport.runners.onnxruntime import GraphOptimization, OrtRunner
 from modelport.verify.inputs import InputPlan, generate_feeds
 
-__all__ = ["REGION_SECONDS", "WHOLE_MODEL_SECONDS", "Timer", "Timing"]
+__all__ = ["REGION_SECONDS", "SETTLED_FACTOR", "SETTLED_ROUNDS", "WHOLE_MODEL_SECONDS", "Timer", "Timing", "settled"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 REGION_SECONDS = 0.2
 #: Time spent timing one rewrite on the whole model, when no region can be cut out.
 WHOLE_MODEL_SECONDS = 0.5
+#: Timing stops before its budget once this many rounds all put one version this factor
+#: ahead of the other: a verdict that further rounds would not change.
+SETTLED_ROUNDS = 3
+SETTLED_FACTOR = 1.10
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,25 @@ def _time(
         OrtRunner(after, graph_optimization=level, name="after") as b,
     ):
         feeds = feeds if feeds is not None else generate_feeds(a.inputs, plan)
+        a.infer(feeds)  # a first run allocates; it would make the pace below look slow
+        b.infer(feeds)
         t0 = time.perf_counter()
         a.infer(feeds)
         b.infer(feeds)
         per_run = (time.perf_counter() - t0) / 2
         # Each window holds at least 3 runs of each; as many alternations as fit the budget.
         rounds = max(2, min(8, int(seconds / (6 * per_run))))
-        results = bench_interleaved([a, b], feeds, duration=seconds, rounds=rounds, warmup=1)
+        results = bench_interleaved([a, b], feeds, duration=seconds, rounds=rounds, warmup=1, settled=settled)
     return results[0].median_ms, results[1].median_ms
+
+
+def settled(medians: list[list[float]]) -> bool:
+    """Whether every round so far (at least :data:`SETTLED_ROUNDS`) puts the same version ahead
+    by :data:`SETTLED_FACTOR` or more (``medians``: each version's window medians, in ms)."""
+    before, after = medians
+    if len(after) < SETTLED_ROUNDS:
+        return False
+    ratios = [a / b for a, b in zip(after, before, strict=False) if b > 0]
+    if len(ratios) < SETTLED_ROUNDS:
+        return False
+    return all(r * SETTLED_FACTOR <= 1 for r in ratios) or all(r >= SETTLED_FACTOR for r in ratios)
