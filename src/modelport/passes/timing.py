@@ -94,10 +94,12 @@ def _time(
         feeds = feeds if feeds is not None else generate_feeds(a.inputs, plan)
         a.infer(feeds)  # a first run allocates; it would make the pace below look slow
         b.infer(feeds)
-        t0 = time.perf_counter()
-        a.infer(feeds)
-        b.infer(feeds)
-        per_run = (time.perf_counter() - t0) / 2
+        paces = []
+        for runner in (a, b):
+            t0 = time.perf_counter()
+            runner.infer(feeds)
+            paces.append(time.perf_counter() - t0)
+        per_run = min(paces)  # one slow run (a thread waking up) must not halve the rounds
         # Each window holds at least 3 runs of each; as many alternations as fit the budget.
         rounds = max(2, min(8, int(seconds / (6 * per_run))))
         results = bench_interleaved([a, b], feeds, duration=seconds, rounds=rounds, warmup=1, settled=settled)
