@@ -237,45 +237,39 @@ def test_speed_verdict_keeps_smaller_not_slower_and_demands_a_clear_win_otherwis
     assert _speed_verdict(10.0, 9.5, fewer_nodes=False) == ""
 
 
-def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the optimizer's model copies: one entry per call of ``clone``."""
     from modelport.passes import manager
 
-    copies = 0
+    made: list[int] = []
     real_clone = manager.clone
 
     def counting_clone(model: ir.Model) -> ir.Model:
-        nonlocal copies
-        copies += 1
+        made.append(1)
         return real_clone(model)
 
     monkeypatch.setattr(manager, "clone", counting_clone)
+    return made
+
+
+def test_a_pass_with_nothing_to_match_is_not_even_copied(example_path: Path, copies: list[int]) -> None:
     result = optimize(load(example_path), ["matmul-add-gemm", "convtranspose-bn"], verify=False)
     assert [s.status for s in result.steps] == ["no change", "no change"]
-    assert copies == 1  # the working copy of the input; no per-pass copy
+    assert len(copies) == 1  # the working copy of the input; no per-pass copy
 
 
-def test_passes_that_are_not_timed_share_one_copy(example_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelport.passes import manager
-
-    copies = 0
-    real_clone = manager.clone
-
-    def counting_clone(model: ir.Model) -> ir.Model:
-        nonlocal copies
-        copies += 1
-        return real_clone(model)
-
-    monkeypatch.setattr(manager, "clone", counting_clone)
+def test_passes_that_are_not_timed_share_one_copy(example_path: Path, copies: list[int]) -> None:
     model = load(example_path)
     chained = optimize(model, ["noop", "conv-bn", "cse", "dead-code"])
     assert [s.status for s in chained.steps][:2] == ["applied", "applied"]
-    assert copies == 2  # the working copy of the input, and one for the whole run of passes
+    assert len(copies) == 2  # the working copy of the input, and one for the whole run of passes
     assert chained.verification.startswith("full, once after all passes")
-    copies = 0
+    copies.clear()
     each = optimize(model, ["noop", "conv-bn", "cse", "dead-code"], verify_each=True)
-    # One per pass that looks at the model (noop, conv-bn, cse); cse changes nothing, so dead-code
-    # gets its copy.
-    assert copies == 4
+    # One per pass that looks at the model (noop, conv-bn, cse) besides the working copy; cse
+    # changes nothing, so dead-code gets its copy.
+    assert len(copies) == 4
     assert [(s.status, s.nodes_after) for s in each.steps] == [(s.status, s.nodes_after) for s in chained.steps]
     assert chained.steps[1].tolerance == each.steps[1].tolerance == "atol=1e-05, rtol=1e-05"
 
