@@ -110,8 +110,6 @@ def settled(medians: list[list[float]]) -> bool:
     """Whether every round so far (at least :data:`SETTLED_ROUNDS`) puts the same version ahead
     by :data:`SETTLED_FACTOR` or more (``medians``: each version's window medians, in ms)."""
     before, after = medians
-    if len(after) < SETTLED_ROUNDS:
-        return False
     ratios = [a / b for a, b in zip(after, before, strict=False) if b > 0]
     if len(ratios) < SETTLED_ROUNDS:
         return False
