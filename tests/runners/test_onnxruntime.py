@@ -292,7 +292,8 @@ def test_string_tensors_accept_bytes_and_reject_non_utf8() -> None:
             runner.infer({"s": np.array([b"\xff"], dtype=object)})
 
 
-def test_shared_weights_give_the_same_outputs_without_copying_into_the_model() -> None:
+@pytest.mark.parametrize("prepack", [False, True])
+def test_shared_weights_give_the_same_outputs_without_copying_into_the_model(prepack: bool) -> None:
     model = ir.from_onnx_text(
         '<ir_version: 8, opset_import: ["" : 17]> g (float[N, 512] x) => (float[N, 512] y) { y = MatMul(x, w) }'
     )
@@ -301,10 +302,16 @@ def test_shared_weights_give_the_same_outputs_without_copying_into_the_model() -
     value.const_value = ir.tensor(w, name="w")
     model.graph.register_initializer(value)
     x = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32)
-    with OrtRunner(model, graph_optimization="disable", share_weights=True) as runner:
+    with OrtRunner(model, graph_optimization="disable", share_weights=True, prepack_shared=prepack) as runner:
         got = runner.infer({"x": x})["y"]
+        options = runner.session.get_session_options()
+        if prepack:  # ORT prepacks the shared weights, as for a model loaded from bytes
+            with pytest.raises(Exception, match=r"does not have configuration with key: session\.disable_prepacking"):
+                options.get_session_config_entry("session.disable_prepacking")
+        else:  # off by default: prepacking would copy the shared weights again
+            assert options.get_session_config_entry("session.disable_prepacking") == "1"
     assert model.graph.initializers["w"].const_value is value.const_value  # restored after serializing
-    # Prepacking is off when weights are shared: only the summation order may differ.
+    # Prepacked or not, only the summation order may differ.
     np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-4)
 
 

@@ -89,6 +89,7 @@ class OrtRunner(Runner):
         graph_optimization: GraphOptimization = "all",
         name: str | None = None,
         share_weights: bool = False,
+        prepack_shared: bool = False,
         external_initializers: tuple[list[str], list[Any]] | None = None,
         session_config: Mapping[str, str] | None = None,
     ) -> None:
@@ -109,6 +110,11 @@ class OrtRunner(Runner):
         #: ``{"session.intra_op.allow_spinning": "0"}``.
         self.session_config = dict(session_config or {})
         self.share_weights = share_weights
+        #: Let ONNX Runtime prepack weights handed over as buffers (``share_weights`` or
+        #: ``external_initializers``), as it does for a model loaded from bytes: the session then
+        #: runs the same kernels, and the model is still not serialized with its weights (for
+        #: timing, where session start-up should be short and the kernels those of production).
+        self.prepack_shared = prepack_shared
         # Weights given as buffers for a model passed as bytes (see serialize_without_weights).
         self._given = external_initializers
         self._shared: tuple[list[str], list[Any]] = ([], [])
@@ -169,11 +175,13 @@ class OrtRunner(Runner):
         provider_options = [self.provider_options.get(p, {}) for p in providers]
         source = self._source()
         if self._shared[0]:
-            # Weights are handed over as buffers, not copied into the session; prepacking would
-            # copy them again, so it is off (this mode is for verification, not for speed).
+            # Weights are handed over as buffers, not copied into the model bytes. ORT puts them in
+            # the graph before optimizing it, so it optimizes and prepacks them as usual; but
+            # prepacking copies them again, so it is off unless asked for.
             names, arrays = self._shared
             options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
-            options.add_session_config_entry("session.disable_prepacking", "1")
+            if not self.prepack_shared:
+                options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             self._session = ort.InferenceSession(
                 source, sess_options=options, providers=providers, provider_options=provider_options
