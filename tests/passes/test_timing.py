@@ -139,3 +139,34 @@ def test_timing_ends_early_only_on_a_clear_verdict(before: list[float], after: l
     from modelport.passes.timing import settled
 
     assert settled([before, after]) is expected
+
+
+@pytest.mark.parametrize(
+    ("after", "threshold", "expected"),
+    [
+        ([0.95, 0.94, 0.95], 0.97, True),  # every round clearly below the "clearly faster" bar
+        ([0.95, 0.94, 0.95], None, False),  # without a threshold only a 10 % lead settles it
+        ([0.99, 1.00, 0.995], 0.97, True),  # every round clearly above it: not clearly faster
+        ([0.95, 0.965, 0.95], 0.97, False),  # one round within 1 % of the bar
+        ([0.95, 0.99, 0.95], 0.97, False),  # rounds on both sides
+        ([1.00, 1.00], 1.02, False),  # two rounds are not enough
+        ([1.00, 0.99, 1.00, 1.00], 1.02, True),  # fewer nodes, never slower than the 2 % bar
+        ([1.04, 1.05, 1.04], 1.02, True),  # fewer nodes, but slower in every round
+    ],
+)
+def test_timing_ends_early_once_the_verdict_is_clear(
+    after: list[float], threshold: float | None, expected: bool
+) -> None:
+    from modelport.passes.timing import settled
+
+    assert settled([[1.0] * len(after), after], threshold=threshold) is expected
+
+
+def test_timing_sessions_use_one_thread_and_prepacked_shared_weights() -> None:
+    from modelport.passes.timing import TIMING_THREADS, _timing_runner
+
+    before, _ = _rewritten()
+    with _timing_runner(before, "disable", "before") as runner:
+        options = runner.session.get_session_options()
+        assert options.intra_op_num_threads == TIMING_THREADS == 1
+        assert runner.share_weights and runner.prepack_shared  # tests/runners: ORT then prepacks them

@@ -389,9 +389,10 @@ def _run_one(p: Pass, state: _State, verifier: Verifier | None, timer: Timer | N
             logger.warning("pass %s rolled back: %s", p.name, check.reason)
             return _undo(step, t0, "rolled back", check.reason)
     if p.may_slow and timer is not None:
-        timing = timer.compare(state.model, candidate)
+        fewer = nodes < state.nodes
+        timing = timer.compare(state.model, candidate, threshold=SLOWER_MARGIN if fewer else FASTER_MARGIN)
         step.latency_ms, step.timed = (timing.before_ms, timing.after_ms), timing.scope
-        reason = _speed_verdict(timing.before_ms, timing.after_ms, fewer_nodes=nodes < state.nodes)
+        reason = _speed_verdict(timing.before_ms, timing.after_ms, fewer_nodes=fewer)
         if reason:
             return _undo(step, t0, "reverted", reason)
     step.status = "applied"
