@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from modelport.bench.harness import bench_interleaved
+from modelport.bench.harness import INTERLEAVED_ORT_CONFIG, bench_interleaved
 from modelport.deploy.example import example_calibration, example_model
 from modelport.ir.serde import load, save
 from modelport.passes.manager import optimize
@@ -52,9 +52,9 @@ def main() -> None:
         ort_default = load(dst)
         ort_default.meta.clear()
         runners = [
-            OrtRunner(fp32, name="FP32"),
-            OrtRunner(ort_default, name="ORT quantizer defaults"),
-            OrtRunner(ours, name="modelport int8-static"),
+            OrtRunner(fp32, name="FP32", session_config=INTERLEAVED_ORT_CONFIG),
+            OrtRunner(ort_default, name="ORT quantizer defaults", session_config=INTERLEAVED_ORT_CONFIG),
+            OrtRunner(ours, name="modelport int8-static", session_config=INTERLEAVED_ORT_CONFIG),
         ]
         for r in runners:
             r.activate()

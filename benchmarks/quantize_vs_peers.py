@@ -229,9 +229,10 @@ def run_child(job: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def runner(model: Any, name: str) -> Any:
+    from modelport.bench.harness import INTERLEAVED_ORT_CONFIG
     from modelport.runners.onnxruntime import OrtRunner
 
-    return OrtRunner(model, intra_op_threads=THREADS, name=name)
+    return OrtRunner(model, intra_op_threads=THREADS, name=name, session_config=INTERLEAVED_ORT_CONFIG)
 
 
 def outputs_over(run: Any, feeds_list: Sequence[Feeds]) -> dict[str, Array]:

@@ -260,3 +260,20 @@ def test_errors() -> None:
         quantize_dynamic(CNN, op_types=("MatMul",))  # its only Gemm is not a MatMul
     with pytest.raises(ConfigError, match="seconds > 0, got 0"):
         advise_dynamic(FFN, feeds=FFN_FEEDS, seconds=0)
+
+
+def test_the_side_by_side_sessions_stop_spinning_between_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timed against each other, an idle session's spinning workers would take a core from the
+    # other's window (see INTERLEAVED_ORT_CONFIG).
+    seen: list[str] = []
+    real = dynamic.bench_interleaved
+
+    def checked(runners: Sequence[Any], *args: Any, **kwargs: Any) -> list[BenchResult]:
+        for runner in runners:
+            options = runner.session.get_session_options()
+            seen.append(options.get_session_config_entry("session.force_spinning_stop"))
+        return real(runners, *args, **kwargs)
+
+    monkeypatch.setattr(dynamic, "bench_interleaved", checked)
+    advise_dynamic(FFN, feeds=FFN_FEEDS, seconds=0.1)
+    assert seen == ["1", "1"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from modelport.bench.harness import bench_interleaved
+from modelport.bench.harness import INTERLEAVED_ORT_CONFIG, bench_interleaved
 from modelport.deploy.recipe import CalibrationOptions, QuantizeStage, Source, SurgeryStep, Target, VerifyStage
 from modelport.errors import ConfigError, VerificationError
 from modelport.quantize.api import QuantizeResult, stack_samples
@@ -60,15 +60,23 @@ TARGET_PROVIDERS: dict[str, list[str]] = {
 _EXACT_SURGERY = frozenset({"focus", "identity-output"})
 
 
-def make_runner(model: ir.Model, target: Target, threads: int | None, name: str) -> Runner:
-    """The runner for ``target`` (a missing provider or package is a clear BackendError on activation)."""
+def make_runner(
+    model: ir.Model, target: Target, threads: int | None, name: str, *, interleaved: bool = False
+) -> Runner:
+    """The runner for ``target`` (a missing provider or package is a clear BackendError on activation).
+
+    ``interleaved``: the runner will be timed against another one (see ``INTERLEAVED_ORT_CONFIG``).
+    """
     if target == "openvino":
         from modelport.runners import create_runner
 
         return create_runner("openvino", model, name=name)
     from modelport.runners.onnxruntime import OrtRunner
 
-    return OrtRunner(model, providers=TARGET_PROVIDERS[target], intra_op_threads=threads, name=name)
+    config = INTERLEAVED_ORT_CONFIG if interleaved else None
+    return OrtRunner(
+        model, providers=TARGET_PROVIDERS[target], intra_op_threads=threads, name=name, session_config=config
+    )
 
 
 # source ------------------------------------------------------------------------------------------
@@ -363,8 +371,8 @@ def bench_stage(
     """Input FP32 and final model side by side (interleaved) at every batch size."""
     results = []
     with (
-        make_runner(source, target, threads, "fp32 (input)") as ref,
-        make_runner(final, target, threads, f"final ({chosen})") as cand,
+        make_runner(source, target, threads, "fp32 (input)", interleaved=True) as ref,
+        make_runner(final, target, threads, f"final ({chosen})", interleaved=True) as cand,
     ):
         for b in sorted(set(batches)):
             results.extend(bench_interleaved([ref, cand], stack_samples(samples, b), duration=seconds))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from modelport.bench.harness import BenchResult, bench_interleaved
+from modelport.bench.harness import INTERLEAVED_ORT_CONFIG, BenchResult, bench_interleaved
 from modelport.errors import QuantizationError
 from modelport.ir.summary import quantization_kind
 from modelport.runners.onnxruntime import OrtRunner
@@ -319,9 +319,10 @@ def quantize(
     if floor is None:
         # A signal budget is the user's own floor; otherwise the mode's default.
         floor = budget.signal if budget is not None and budget.signal is not None else FLOORS[mode]
+    quiet = INTERLEAVED_ORT_CONFIG  # the two are timed against each other
     with (
-        OrtRunner(model, providers=providers, intra_op_threads=threads, name="fp32") as ref,
-        OrtRunner(quantized, providers=providers, intra_op_threads=threads, name=mode) as cand,
+        OrtRunner(model, providers=providers, intra_op_threads=threads, name="fp32", session_config=quiet) as ref,
+        OrtRunner(quantized, providers=providers, intra_op_threads=threads, name=mode, session_config=quiet) as cand,
     ):
         data = _eval_data(model, options.eval_samples, bench_batch, ref.inputs)
         comparison = compare_runners(cand, ref, tolerance=EXACT, data=data)

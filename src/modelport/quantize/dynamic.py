@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from modelport.bench.harness import BenchResult, bench_interleaved
+from modelport.bench.harness import INTERLEAVED_ORT_CONFIG, BenchResult, bench_interleaved
 from modelport.errors import ConfigError, QuantizationError
 from modelport.ir.serde import clone, infer_shapes, load_detached, save, weight_bytes
 from modelport.ir.specs import concrete_shape, specs_of
@@ -557,8 +557,9 @@ def measure_side_by_side(
 
     if seconds <= 0:
         raise ConfigError(f"the measurement needs seconds > 0, got {seconds}")
-    ref = OrtRunner(reference, providers=providers, intra_op_threads=threads, name=names[0])
-    cand = OrtRunner(candidate, providers=providers, intra_op_threads=threads, name=names[1])
+    quiet = INTERLEAVED_ORT_CONFIG  # the two are timed against each other
+    ref = OrtRunner(reference, providers=providers, intra_op_threads=threads, name=names[0], session_config=quiet)
+    cand = OrtRunner(candidate, providers=providers, intra_op_threads=threads, name=names[1], session_config=quiet)
     with ref, cand:
         cosine, sqnr, nonfinite = _error_stats(cand.infer(feeds), ref.infer(feeds))
         ref_bench, cand_bench = bench_interleaved([ref, cand], feeds, duration=seconds)
