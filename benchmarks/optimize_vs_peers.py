@@ -225,10 +225,16 @@ _ORT_DTYPES = {
 def _session(path: Path, level: str, *, threads: int = THREADS) -> Any:
     import onnxruntime as ort
 
+    from modelport.bench.harness import INTERLEAVED_ORT_CONFIG
+
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.intra_op_num_threads = threads
     options.log_severity_level = 4  # a candidate that fails is reported in the table, not on stderr
+    # The latency rounds alternate between sessions: one that just ran must not keep its workers
+    # spinning on a core while the next is timed (see modelport.bench.harness.INTERLEAVED_ORT_CONFIG).
+    for key, value in INTERLEAVED_ORT_CONFIG.items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
