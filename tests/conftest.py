@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import site
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -57,6 +59,27 @@ def example_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("example") / "example.onnx"
     save(example_model(), path)
     return path
+
+
+@pytest.fixture
+def spin_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[[ModuleType], list[str]]:
+    """``spin_settings(module)``: patch ``module.bench_interleaved`` to record, for every runner it
+    times, its session's ``session.force_spinning_stop`` entry (the list fills as it runs)."""
+
+    def watch(module: ModuleType) -> list[str]:
+        seen: list[str] = []
+        real = module.bench_interleaved
+
+        def checked(runners: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+            for runner in runners:
+                options = runner.session.get_session_options()
+                seen.append(options.get_session_config_entry("session.force_spinning_stop"))
+            return real(runners, *args, **kwargs)
+
+        monkeypatch.setattr(module, "bench_interleaved", checked)
+        return seen
+
+    return watch
 
 
 @pytest.fixture

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
 
-import pytest
-
-from modelport.bench.harness import BenchResult
 from modelport.deploy import stages
 from modelport.deploy.example import example_calibration, example_model
 
 
-def test_bench_stage_times_both_models_with_sessions_that_stop_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_stage_times_both_models_with_sessions_that_stop_spinning(
+    spin_settings: Callable[[ModuleType], list[str]],
+) -> None:
     # The two sessions are timed in alternating windows: an idle session's spinning workers would
     # take a core from the other's window (see INTERLEAVED_ORT_CONFIG).
-    seen: list[str] = []
-    real = stages.bench_interleaved
-
-    def checked(runners: Sequence[Any], *args: Any, **kwargs: Any) -> list[BenchResult]:
-        for runner in runners:
-            options = runner.session.get_session_options()
-            seen.append(options.get_session_config_entry("session.force_spinning_stop"))
-        return real(runners, *args, **kwargs)
-
-    monkeypatch.setattr(stages, "bench_interleaved", checked)
+    seen = spin_settings(stages)
     model = example_model()
     samples = [{"image": x[None]} for x in example_calibration(2)]
     report = stages.bench_stage(model, model, "fp32", samples, [1, 2], 0.1, "cpu", None)

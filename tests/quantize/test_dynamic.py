@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -262,18 +263,9 @@ def test_errors() -> None:
         advise_dynamic(FFN, feeds=FFN_FEEDS, seconds=0)
 
 
-def test_the_side_by_side_sessions_stop_spinning_between_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_side_by_side_sessions_stop_spinning_between_runs(spin_settings: Callable[[ModuleType], list[str]]) -> None:
     # Timed against each other, an idle session's spinning workers would take a core from the
     # other's window (see INTERLEAVED_ORT_CONFIG).
-    seen: list[str] = []
-    real = dynamic.bench_interleaved
-
-    def checked(runners: Sequence[Any], *args: Any, **kwargs: Any) -> list[BenchResult]:
-        for runner in runners:
-            options = runner.session.get_session_options()
-            seen.append(options.get_session_config_entry("session.force_spinning_stop"))
-        return real(runners, *args, **kwargs)
-
-    monkeypatch.setattr(dynamic, "bench_interleaved", checked)
+    seen = spin_settings(dynamic)
     advise_dynamic(FFN, feeds=FFN_FEEDS, seconds=0.1)
     assert seen == ["1", "1"]

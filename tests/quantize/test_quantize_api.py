@@ -144,18 +144,9 @@ def test_default_method_is_mse_unless_the_samples_can_be_read_only_once() -> Non
     assert default_method(iter(samples)) == "minmax"  # a one-shot iterator: one pass only
 
 
-def test_the_fp32_and_quantized_sessions_stop_spinning_between_runs(fp32, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_fp32_and_quantized_sessions_stop_spinning_between_runs(fp32, spin_settings) -> None:  # type: ignore[no-untyped-def]
     from modelport.quantize import api
 
-    seen: list[str] = []
-    real = api.bench_interleaved
-
-    def checked(runners, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.extend(
-            r.session.get_session_options().get_session_config_entry("session.force_spinning_stop") for r in runners
-        )
-        return real(runners, *args, **kwargs)
-
-    monkeypatch.setattr(api, "bench_interleaved", checked)
+    seen = spin_settings(api)
     quantize(fp32, "fp16", bench_seconds=0.1)
     assert seen == ["1", "1"]  # an idle session's spinning workers would slow the other's window
