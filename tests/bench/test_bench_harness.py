@@ -184,6 +184,41 @@ def test_interleaved_stops_when_settled() -> None:
     assert [len(r.windows_ms) for r in results] == [3, 3]  # of the 8 rounds allowed
 
 
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        ({}, True),  # ORT's default pool: its workers spin after every run
+        ({"session_config": {"session.force_spinning_stop": "1"}}, False),  # INTERLEAVED_ORT_CONFIG
+        ({"session_config": {"session.intra_op.allow_spinning": "0"}}, False),
+        ({"intra_op_threads": 1}, False),  # no workers at all
+    ],
+)
+def test_interleaved_warns_about_sessions_that_keep_spinning(
+    options: dict[str, Any], warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from modelport.runners.onnxruntime import OrtRunner
+
+    model = ir.from_onnx_text(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[1, 8] x) => (float[1, 8] y) { y = Relu(x) }'
+    )
+    x = {"x": np.ones((1, 8), np.float32)}
+    with (
+        OrtRunner(model, name="a", **options) as a,
+        OrtRunner(model, name="b", **options) as b,
+        caplog.at_level("WARNING", logger="modelport.bench.harness"),
+    ):
+        bench_interleaved([a, b], x, duration=0.02, rounds=1, warmup=1)
+    messages = [r.getMessage() for r in caplog.records if "keep spinning" in r.getMessage()]
+    if warned:
+        assert messages == [
+            f"{n}: its ONNX Runtime workers keep spinning after each run and will slow the other runners' windows "
+            "— build it with session_config=INTERLEAVED_ORT_CONFIG"
+            for n in ("a", "b")
+        ]
+    else:
+        assert messages == []
+
+
 # bench (ONNX Runtime) -------------------------------------------------------------------------
 
 

@@ -1005,6 +1005,9 @@ def bench_interleaved(
     workloads = [RunnerWorkload(runner, feeds) for runner in runners]
     for workload in workloads:
         workload.validate()
+    if len(runners) > 1:
+        for runner in runners:
+            _warn_if_spinning(runner)
     calls = [w.call for w in workloads]
     for call in calls:
         _timed_window(call, max(warmup - 1, 0), None, 1, 0)
@@ -1021,6 +1024,22 @@ def bench_interleaved(
         _result(runner.name, workload, warmup, runs, runs, runner.describe())
         for runner, workload, runs in zip(runners, workloads, windows, strict=True)
     ]
+
+
+def _warn_if_spinning(runner: Runner) -> None:
+    """Warn about an ONNX Runtime session whose idle workers would slow the others' windows."""
+    from modelport.runners.onnxruntime import OrtRunner
+
+    if not isinstance(runner, OrtRunner) or runner.intra_op_threads == 1:  # one thread: no workers
+        return
+    config = runner.session_config
+    if config.get("session.force_spinning_stop") == "1" or config.get("session.intra_op.allow_spinning") == "0":
+        return
+    logger.warning(
+        "%s: its ONNX Runtime workers keep spinning after each run and will slow the other runners' "
+        "windows — build it with session_config=INTERLEAVED_ORT_CONFIG",
+        runner.name,
+    )
 
 
 def bench(

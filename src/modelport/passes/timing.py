@@ -13,10 +13,11 @@ model is timed instead, as before.
 Both versions run with one intra-op thread. On a small or shared machine, two sessions alive at
 once, each with ONNX Runtime's thread pool, make a session's speed a lottery: fresh sessions of
 the same region ran 5 or 10-15 ms, at random, on a 2-core VM, so one slow session decided the
-verdict. With one thread the same region
-runs within 2-3 % in every session, and what is measured is the work the rewrite changes
-(benchmarks/RESULTS.md has the figures). The weights are handed to the sessions as buffers, not
-serialized into them; ONNX Runtime still prepacks them, as in production.
+verdict. With one thread the same region runs within 2-3 % in every session, and what is
+measured is the work the rewrite changes (benchmarks/RESULTS.md has the figures). A rewrite whose
+gain is parallelism itself may look smaller than it is; that errs toward reverting it, never
+toward keeping a slower graph. The weights are handed to the sessions as buffers, not serialized
+into them; ONNX Runtime still prepacks them, as in production.
 """
 
 from __future__ import annotations
