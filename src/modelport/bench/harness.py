@@ -102,8 +102,9 @@ DEFAULT_WINDOW_SECONDS = 1.0
 #: ONNX Runtime session configuration for runners timed against each other with
 #: :func:`bench_interleaved`: a session's worker threads keep spinning for tens of milliseconds
 #: after its last run, so in the other session's window they take a core from it (on 2 cores a
-#: 75 ms window of a ResNet-like model measured 7.8 ms a run instead of 3.8 ms; with 250 ms windows
-#: the medians held but the CV was 31-92 % instead of 3-41 %). This stops the spinning when a run
+#: 75 ms window of a ResNet-like model measured 7.8 ms a run instead of 3.8 ms; two runners with
+#: 250 ms windows kept their medians but had a CV of 31-92 % instead of 3-41 %, and with eight
+#: runners the medians read 7-36 % high). This stops the spinning when a run
 #: returns; the next run wakes the workers, which costs far less than a spinning neighbour.
 INTERLEAVED_ORT_CONFIG: Mapping[str, str] = {"session.force_spinning_stop": "1"}
 #: What a stage that cannot exist on the host (a copy to or from a device) reports.

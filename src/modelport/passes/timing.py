@@ -10,10 +10,11 @@ alternating runs fit a short budget. When no region can be cut out (a rewrite in
 body, a boundary tensor of unknown shape, an integer tensor computed inside the model) the whole
 model is timed instead, as before.
 
-Both versions run with one intra-op thread. On a small or shared machine, two sessions alive at
-once, each with ONNX Runtime's thread pool, make a session's speed a lottery: fresh sessions of
-the same region ran 5 or 10-15 ms, at random, on a 2-core VM, so one slow session decided the
-verdict. With one thread the same region runs within 2-3 % in every session, and what is
+Both versions run with one intra-op thread. On a small or shared machine, several sessions alive
+at once (the timer has two), each with ONNX Runtime's thread pool, make a session's speed a
+lottery: fresh sessions of the same region ran 5 or 8-15 ms, at random, on a 2-core VM, so one
+slow session decided the verdict. With one thread the same region runs within 2-5 % in every
+session, and what is
 measured is the work the rewrite changes (benchmarks/RESULTS.md has the figures). A rewrite whose
 gain is parallelism itself may look smaller than it is; that errs toward reverting it, never
 toward keeping a slower graph. The weights are handed to the sessions as buffers, not serialized
